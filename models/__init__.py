@@ -1,0 +1,1 @@
+"""Model registry, manifests and runtime. Knows nothing of streams or Kafka."""

@@ -1,0 +1,1 @@
+"""Archive: object storage, snapshot uploads (segments and logs come later)."""

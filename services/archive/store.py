@@ -1,0 +1,126 @@
+"""S3-compatible object store (minio client), blocking calls run in threads."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import urllib3
+from minio import Minio
+from minio.commonconfig import COMPLIANCE
+from minio.error import MinioException, S3Error, ServerError
+from minio.retention import Retention
+
+from services.config import S3Settings
+from services.errors import StorageUnavailable, StreamWardenError
+
+# S3 error codes that retrying cannot fix.
+_PERMANENT = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket"}
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    version_id: str | None
+
+    def uri(self, bucket: str) -> str:
+        return f"s3://{bucket}/{self.key}"
+
+
+def _client(settings: S3Settings) -> Minio:
+    parts = urlsplit(settings.endpoint)
+    timeout = urllib3.Timeout(connect=settings.timeout_s, read=settings.timeout_s)
+    # No urllib3 retries: the spool drainer owns retry policy and backoff.
+    http = urllib3.PoolManager(
+        timeout=timeout,
+        retries=False,
+        cert_reqs="CERT_REQUIRED" if parts.scheme == "https" else "CERT_NONE",
+        ca_certs=str(settings.ca_file) if settings.ca_file else None,
+    )
+    return Minio(
+        parts.netloc,
+        access_key=settings.access_key,
+        secret_key=settings.secret_key,
+        region=settings.region,
+        secure=parts.scheme == "https",
+        http_client=http,
+    )
+
+
+def _translate(error: Exception, what: str) -> StreamWardenError:
+    if isinstance(error, S3Error):
+        return StreamWardenError(f"{what}: {error.code}: {error.message}",
+                                 retriable=error.code not in _PERMANENT)
+    if isinstance(error, ServerError):
+        return StorageUnavailable(f"{what}: server error {error.status_code}")
+    return StorageUnavailable(f"{what}: {error}")
+
+
+_S3_ERRORS = (MinioException, urllib3.exceptions.HTTPError, OSError)
+
+
+class ObjectStore:
+    """The bucket that holds snapshots, segments and logs under Object Lock."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        self._client = _client(settings)
+
+    async def ensure_bucket(self) -> None:
+        """Create the bucket with Object Lock if missing; fail fast if S3 is down."""
+        try:
+            await asyncio.to_thread(self._ensure_bucket_sync)
+        except _S3_ERRORS as error:
+            raise StorageUnavailable(
+                f"S3 endpoint {self.settings.endpoint} is unreachable or refused: "
+                f"{_translate(error, 'bucket check')}"
+            ) from None
+
+    def _ensure_bucket_sync(self) -> None:
+        if not self._client.bucket_exists(self.bucket):
+            self._client.make_bucket(self.bucket, object_lock=True)
+
+    def retention(self) -> Retention:
+        until = datetime.now(UTC) + timedelta(days=self.settings.retention_days)
+        return Retention(COMPLIANCE, until.replace(microsecond=0))
+
+    async def put(self, key: str, data: bytes, content_type: str,
+                  metadata: dict[str, Any] | None = None) -> StoredObject:
+        try:
+            result = await asyncio.to_thread(
+                self._client.put_object, self.bucket, key, io.BytesIO(data), len(data),
+                content_type=content_type, metadata=metadata, retention=self.retention(),
+            )
+        except _S3_ERRORS as error:
+            raise _translate(error, f"upload of {key}") from None
+        return StoredObject(key, result.version_id)
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await asyncio.to_thread(self._client.stat_object, self.bucket, key)
+        except S3Error as error:
+            if error.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return False
+            raise _translate(error, f"stat of {key}") from None
+        except _S3_ERRORS as error:
+            raise _translate(error, f"stat of {key}") from None
+        return True
+
+    async def get(self, key: str) -> bytes:
+        def read() -> bytes:
+            response = self._client.get_object(self.bucket, key)
+            try:
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+
+        try:
+            return await asyncio.to_thread(read)
+        except _S3_ERRORS as error:
+            raise _translate(error, f"download of {key}") from None

@@ -1,0 +1,1 @@
+"""Classification: model inference off the event loop, batched."""

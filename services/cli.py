@@ -1,0 +1,92 @@
+"""The ``streamwarden`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from services import __version__
+from services.errors import StreamWardenError
+
+log = logging.getLogger("streamwarden")
+
+
+def _add_run(commands: Any) -> None:
+    run = commands.add_parser("run", help="moderate one stream in the foreground")
+    run.add_argument("--source", required=True, help="URL or file PyAV can open")
+    run.add_argument("--stream-id", required=True)
+    run.add_argument("--provider", default="local", help="provider (platform) id")
+    run.add_argument("--host-id", default=None, help="the streaming host's id")
+    run.add_argument("--threshold", type=float, default=None,
+                     help="review threshold; 0 flags every sample (audit mode)")
+    run.add_argument("--interval", type=float, default=None, help="seconds between samples")
+    run.add_argument("--retry-for", type=float, default=None,
+                     help="give up after retrying a failing source this long (default 30 s)")
+
+
+def _add_flags(commands: Any) -> None:
+    flags = commands.add_parser("flags", help="read flags from Kafka")
+    sub = flags.add_subparsers(dest="flags_command", required=True)
+    tail = sub.add_parser("tail", help="print flags as they arrive")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--stream-id", default=None, help="only this stream's flags")
+    tail.add_argument("--max", type=int, default=None, help="exit after this many flags")
+    tail.add_argument("--timeout", type=float, default=None,
+                      help="exit after this many seconds without a new flag")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamwarden", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"streamwarden {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_run(commands)
+    _add_flags(commands)
+    return parser
+
+
+def _configure_logging(debug: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="streamwarden: %(message)s", stream=sys.stderr)
+    if not debug:
+        # Our drainers report broker trouble once, in one line; aiokafka would repeat it.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+async def _with_signals(main: Any, on_signal: Any) -> int:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal)
+    try:
+        result: int = await main
+        return result
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.debug)
+    try:
+        if args.command == "run":
+            from services.commands.run import run_command
+
+            return asyncio.run(run_command(args, _with_signals))
+        from services.commands.flags_tail import tail_command
+
+        return asyncio.run(tail_command(args, _with_signals))
+    except StreamWardenError as error:
+        if args.debug:
+            raise
+        print(f"streamwarden: error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

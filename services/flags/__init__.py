@@ -1,0 +1,1 @@
+"""Flags: the schema moderators consume, and their durable path to Kafka."""

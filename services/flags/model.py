@@ -1,0 +1,49 @@
+"""The flag message: built from a decision, serialised as versioned JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Literal
+
+SCHEMA_VERSION = "1.0"
+Decision = Literal["review", "block"]
+
+
+def flag_schema() -> dict[str, Any]:
+    """The published JSON Schema this service's flags validate against."""
+    text = resources.files("services.flags").joinpath("schema/flag-v1.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Flag:
+    id: str
+    stream_id: str
+    provider_id: str
+    host_id: str | None
+    detected_at: datetime
+    stream_time: float
+    model: ModelRef
+    scores: dict[str, float]
+    decision: Decision
+    snapshot: str
+    segments: list[str] = field(default_factory=list)
+    source: str = "video"
+
+    def to_json(self) -> bytes:
+        body = asdict(self)
+        body["schema_version"] = SCHEMA_VERSION
+        body["detected_at"] = self.detected_at.astimezone(UTC).isoformat(timespec="milliseconds")
+        body["stream_time"] = round(self.stream_time, 3)
+        return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()

@@ -1,0 +1,1 @@
+"""Ingest: open media sources with PyAV and turn packets into sampled frames."""

@@ -1,0 +1,149 @@
+"""A watched source: connects, reads in a thread, reconnects with backoff, knows when it ended."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from services.backoff import Backoff, Deadline
+from services.config import SourceSettings
+from services.errors import SourceError
+from services.ingest.edge import publisher_active
+from services.ingest.pyav_reader import FrameReader, RawSample, is_local_path
+from services.queues import LatestQueue
+from services.sampling.sampler import IntervalSampler
+from services.stats import StreamStats
+
+log = logging.getLogger(__name__)
+
+
+class EndReason(Enum):
+    END_OF_INPUT = "end of input"
+    PUBLISHER_STOPPED = "publisher stopped publishing"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A sampled frame on the session clock: seconds since the session's first frame."""
+
+    stream_time: float
+    image: RawSample
+
+
+class StreamSource:
+    """Feeds sampled frames to ``deliver`` (on the event loop) until the source ends."""
+
+    def __init__(self, url: str, settings: SourceSettings, sampler: IntervalSampler,
+                 stats: StreamStats, queue: LatestQueue[Sample],
+                 notice: Callable[[str], None] = log.warning) -> None:
+        self.url = url
+        self.settings = settings
+        self.sampler = sampler
+        self.stats = stats
+        self.queue = queue
+        # A file can wait for the classifier (nothing dropped); a live source cannot.
+        self.backpressure = is_local_path(url)
+        self.notice = notice
+        self._reader: FrameReader | None = None
+        self._clock = _SessionClock()
+
+    def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.stop_requested.set()
+
+    async def run(self) -> EndReason:
+        """Read until the input ends; raise SourceError once retrying is pointless."""
+        backoff, deadline = Backoff(base_s=0.25, cap_s=5.0), Deadline(self.settings.retry_for_s)
+        while True:
+            reader = self._new_reader()
+            try:
+                await asyncio.to_thread(reader.run)
+            except SourceError as error:
+                if reader.received_any:
+                    backoff.reset()
+                    deadline.restart()
+                ended = await self._ended_after(error, reader)
+                if ended is not None:
+                    return ended
+                await self._wait_to_retry(error, backoff, deadline)
+                continue
+            if reader.stop_requested.is_set():
+                return EndReason.STOPPED
+            return EndReason.END_OF_INPUT
+
+    def _new_reader(self) -> FrameReader:
+        loop = asyncio.get_running_loop()
+        self._clock.reconnected()
+
+        def emit(raw: RawSample) -> None:
+            sample = Sample(self._clock.session_time(raw.time_s), raw)
+            self.stats.samples += 1
+            if self.backpressure:
+                asyncio.run_coroutine_threadsafe(self.queue.put(sample), loop).result()
+            else:
+                loop.call_soon_threadsafe(self._offer, sample)
+
+        self._reader = FrameReader(self.url, self.settings, self.sampler, self.stats, emit)
+        return self._reader
+
+    def _offer(self, sample: Sample) -> None:
+        self.queue.offer(sample)  # keep the newest, count the drop
+        self.stats.dropped_samples = self.queue.dropped
+
+    async def _ended_after(self, error: SourceError, reader: FrameReader) -> EndReason | None:
+        if reader.stop_requested.is_set():
+            return EndReason.STOPPED
+        if not error.retriable:
+            raise error
+        if reader.received_any or self._clock.started:
+            active = await publisher_active(self.settings.edge_stat_url, self.url)
+            if active is False:
+                return EndReason.PUBLISHER_STOPPED
+        return None
+
+    async def _wait_to_retry(self, error: SourceError, backoff: Backoff,
+                             deadline: Deadline) -> None:
+        self.stats.last_error = str(error)
+        if deadline.expired():
+            raise type(error)(
+                f"{error}; gave up after retrying for {self.settings.retry_for_s:g}s",
+                retriable=False,
+            )
+        delay = min(backoff.next_delay(), max(deadline.remaining(), 0.05))
+        self.stats.reconnects += 1
+        self.notice(f"{error}; retrying in {delay:.1f}s "
+                    f"(giving up in {max(deadline.remaining(), 0):.0f}s)")
+        await asyncio.sleep(delay)
+
+
+class _SessionClock:
+    """Maps each connection's timestamps onto one clock that never runs backwards.
+
+    A reconnect restarts the source's timestamps; the gap is bridged with wall time
+    so flag ids (which include the session time) never collide across reconnects.
+    """
+
+    def __init__(self) -> None:
+        self.started = False
+        self._origin: float | None = None
+        self._offset = 0.0
+        self._last = 0.0
+        self._last_wall = 0.0
+
+    def reconnected(self) -> None:
+        if self.started:
+            self._offset = self._last + (time.monotonic() - self._last_wall)
+            self._origin = None
+
+    def session_time(self, source_time_s: float) -> float:
+        if self._origin is None:
+            self._origin = source_time_s
+        self.started = True
+        self._last = max(self._last, self._offset + source_time_s - self._origin)
+        self._last_wall = time.monotonic()
+        return self._last

