@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import av
@@ -21,7 +22,8 @@ from services.errors import SourceOpenError, SourceStalled, UnsupportedMedia
 from services.sampling.sampler import IntervalSampler
 from services.stats import StreamStats
 
-VideoPacket = av.Packet[av.video.stream.VideoStream]
+if TYPE_CHECKING:  # PyAV's Packet is generic only in its stubs
+    VideoPacket = av.Packet[av.video.stream.VideoStream]
 
 _LIVE_SCHEMES = {"rtmp", "rtmps", "rtsp", "srt"}
 # Small probe: without these PyAV spends ~5 s analysing an RTMP stream before
