@@ -55,8 +55,9 @@ async def test_refused_url_is_retried_then_given_up(stack_env: dict[str, str],
 
 async def test_audio_only_input_has_no_video(stack_env: dict[str, str], tmp_path: Path) -> None:
     audio = tmp_path / "audio.m4a"
-    subprocess.run(["ffmpeg",  # noqa: ASYNC221 - a one-second encode "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine",
-                    "-t", "1", str(audio)], check=True, timeout=30)
+    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine",
+               "-t", "1", str(audio)]
+    subprocess.run(command, check=True, timeout=30)  # noqa: ASYNC221 - a one-second encode
     result = await run_cli(["run", "--source", str(audio), "--stream-id", "s3"],
                            child_env(stack_env, tmp_path), timeout=30)
     assert result.returncode == 1
