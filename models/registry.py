@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from services.errors import ModelError, ModelIntegrityError
 
@@ -24,27 +24,53 @@ class InputSpec(BaseModel):
     dtype: Literal["float32"]
 
 
+class Thresholds(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    review: float = Field(ge=0, le=1)
+    block: float = Field(ge=0, le=1)
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    name: str
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
     version: str
+    kind: Literal["classifier", "detector"]
     source_package: str
     package_module: str
+    #: pip extra that installs the source package, for optional models.
+    optional_extra: str | None = None
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     input: InputSpec
     preprocessing: str
-    labels: tuple[str, ...]
-    #: label -> category reported in flags; labels not listed are not reported.
+    postprocessing: str
+    labels: tuple[str, ...] = Field(min_length=1)
+    #: label -> category reported in flags and fused by the policy.
     categories: dict[str, str]
+    #: label -> category reported for information only (never flagged), e.g. faces.
+    informational: dict[str, str] = Field(default_factory=dict)
+    thresholds: dict[str, Thresholds]
+    gflop_per_image: float = Field(gt=0)
     license: str
+
+    @model_validator(mode="after")
+    def _labels_known(self) -> Manifest:
+        unknown = (set(self.categories) | set(self.informational)) - set(self.labels)
+        if unknown:
+            raise ValueError(f"categories name labels the model lacks: {sorted(unknown)}")
+        missing = set(self.categories.values()) - set(self.thresholds)
+        if missing:
+            raise ValueError(f"categories without thresholds: {sorted(missing)}")
+        return self
 
     def model_path(self) -> Path:
         spec = importlib.util.find_spec(self.package_module)
         if spec is None or spec.origin is None:
+            install = (f"pip install 'streamwarden[{self.optional_extra}]'"
+                       if self.optional_extra else f"pip install {self.source_package}")
             raise ModelError(
-                f"model {self.name} needs the package {self.source_package}; "
-                f"install it with: pip install {self.source_package}"
+                f"model {self.name} needs the package {self.source_package}, "
+                f"which is not installed; install it with: {install}"
             )
         return Path(spec.origin).with_name(self.file)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from services.archive.snapshots import SnapshotUploader
 from services.archive.store import ObjectStore
@@ -60,10 +60,22 @@ class ModerationApp:
         await self.classifier.start()
         self._started = True
 
-    def pipeline(self, identity: StreamIdentity, url: str, policy: PolicyConfig,
+    def policy_config(self) -> PolicyConfig:
+        """The models' own thresholds, with the settings' overrides applied."""
+        p = self.settings.policy
+        config = replace(self.classifier.policy_defaults(), k=p.k, n=p.n,
+                         clear_after=p.clear_after, burst_interval_s=p.burst_interval_s,
+                         burst_for_s=p.burst_for_s)
+        if p.block_threshold is not None:
+            config = config.with_block_threshold(p.block_threshold)
+        if p.review_threshold is not None:
+            config = config.with_review_threshold(p.review_threshold)
+        return config
+
+    def pipeline(self, identity: StreamIdentity, url: str,
                  observer: PipelineObserver | None = None) -> StreamPipeline:
-        return StreamPipeline(identity, url, self.settings, self.classifier, self.sink, policy,
-                              observer)
+        return StreamPipeline(identity, url, self.settings, self.classifier, self.sink,
+                              self.policy_config(), observer)
 
     async def drain(self) -> DrainReport:
         """Wait (bounded) until every accepted flag and snapshot has been delivered."""

@@ -40,6 +40,19 @@ def _add_flags(commands: Any) -> None:
                       help="exit after this many seconds without a new flag")
 
 
+def _add_models(commands: Any) -> None:
+    classify = commands.add_parser("classify", help="score images or videos, one JSON per input")
+    classify.add_argument("inputs", nargs="+", metavar="IMAGE_OR_VIDEO")
+    classify.add_argument("--model", action="append", help="manifest name (repeatable)")
+    classify.add_argument("--provider", default=None, help="force an execution provider")
+    classify.add_argument("--threshold", type=float, default=None, help="review threshold")
+    classify.add_argument("--interval", type=float, default=2.0,
+                          help="seconds between samples of a video")
+    models = commands.add_parser("models", help="model manifests and execution providers")
+    sub = models.add_subparsers(dest="models_command", required=True)
+    sub.add_parser("list", help="manifests, installed providers, which model is active")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamwarden", description=__doc__)
     parser.add_argument("--version", action="version", version=f"streamwarden {__version__}")
@@ -47,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run(commands)
     _add_flags(commands)
+    _add_models(commands)
     return parser
 
 
@@ -74,18 +88,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.debug)
     try:
-        if args.command == "run":
-            from services.commands.run import run_command
-
-            return asyncio.run(run_command(args, _with_signals))
-        from services.commands.flags_tail import tail_command
-
-        return asyncio.run(tail_command(args, _with_signals))
+        return _dispatch(args)
     except StreamWardenError as error:
         if args.debug:
             raise
         print(f"streamwarden: error: {error}", file=sys.stderr)
         return error.exit_code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    # Imports per command keep `--help` fast and a broken extra out of unrelated commands.
+    if args.command == "run":
+        from services.commands.run import run_command
+
+        return asyncio.run(run_command(args, _with_signals))
+    if args.command == "flags":
+        from services.commands.flags_tail import tail_command
+
+        return asyncio.run(tail_command(args, _with_signals))
+    from services.commands.classify import classify_command, models_list_command
+
+    if args.command == "classify":
+        return asyncio.run(classify_command(args))
+    return models_list_command(args)
 
 
 if __name__ == "__main__":

@@ -61,20 +61,31 @@ class SamplingSettings(BaseModel):
     interval_s: float = Field(2.0, gt=0, le=3600)
     #: Frames waiting for the classifier, per stream; the oldest is dropped when full.
     queue_size: int = Field(4, ge=1, le=1024)
+    #: Mean absolute difference (0-255) of 32x18 greyscale thumbnails under which a
+    #: sample reuses the previous scores instead of running the model; 0 disables.
+    dedup_threshold: float = Field(2.0, ge=0, le=255)
+    #: Scores are reused for at most this long (stream seconds) before a fresh inference.
+    dedup_max_age_s: float = Field(10.0, ge=0)
 
 
 class PolicySettings(BaseModel):
     model_config = _Frozen  # type: ignore[assignment]
-    review_threshold: float = Field(0.6, ge=0, le=1)
-    block_threshold: float = Field(0.9, ge=0, le=1)
+    #: Override every model's review/block thresholds; unset = each manifest's own.
+    review_threshold: float | None = Field(None, ge=0, le=1)
+    block_threshold: float | None = Field(None, ge=0, le=1)
     k: int = Field(2, ge=1)
     n: int = Field(3, ge=1)
+    #: Clean samples that end an incident (hysteresis).
+    clear_after: int = Field(3, ge=1)
+    burst_interval_s: float = Field(0.5, gt=0)
+    burst_for_s: float = Field(30.0, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> PolicySettings:
         if self.k > self.n:
             raise ValueError(f"k ({self.k}) must not exceed n ({self.n})")
-        if self.block_threshold < self.review_threshold:
+        review, block = self.review_threshold, self.block_threshold
+        if review is not None and block is not None and block < review:
             raise ValueError("block_threshold must be at least review_threshold")
         return self
 
@@ -98,9 +109,15 @@ class SpoolSettings(BaseModel):
 
 class ModelSettings(BaseModel):
     model_config = _Frozen  # type: ignore[assignment]
-    name: str = "open_nsfw"
+    #: Manifests to run on every sample; their category scores are fused by the policy.
+    names: tuple[str, ...] = Field(("open_nsfw",), min_length=1)
+    #: Force one onnxruntime execution provider (e.g. CUDAExecutionProvider).
+    provider: str | None = None
     intra_op_threads: int = Field(0, ge=0)
+    #: Micro-batching across streams: run when this many samples wait ...
     batch_size: int = Field(8, ge=1, le=256)
+    #: ... or when the oldest has waited this long.
+    max_wait_ms: float = Field(20.0, ge=0, le=10_000)
 
 
 class Settings(BaseSettings):

@@ -14,6 +14,10 @@ class StreamStats:
     samples: int = 0
     dropped_samples: int = 0
     classified: int = 0
+    #: Samples that reused the previous scores (near-duplicate picture).
+    reused: int = 0
+    #: Current sampling interval (shorter while a burst lasts).
+    interval_s: float = 0.0
     flags: int = 0
     reconnects: int = 0
     last_error: str | None = None

@@ -15,7 +15,6 @@ from services.archive.store import ObjectStore
 from services.config import load_settings
 from services.devstack.stack import free_port, tcp_answers, wait_until
 from services.pipeline.stream import StreamIdentity
-from services.policy.policy import PolicyConfig
 from tests.helpers import TcpProxy, make_video, read_flags, unique
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -45,7 +44,7 @@ async def _moderate_file(video: Path, stream_id: str) -> tuple[int, int, int]:
     app = ModerationApp(load_settings())
     await app.start()
     try:
-        pipeline = app.pipeline(StreamIdentity(stream_id), str(video), PolicyConfig(0, 0.9))
+        pipeline = app.pipeline(StreamIdentity(stream_id), str(video))
         await pipeline.run()
         report = await app.drain()
     finally:
@@ -67,6 +66,7 @@ async def test_outage_spools_then_restart_delivers_everything_once(
         monkeypatch.setenv("STREAMWARDEN_S3__ENDPOINT", f"https://127.0.0.1:{s3.port}")
         monkeypatch.setenv("STREAMWARDEN_S3__TIMEOUT_S", "2")
         monkeypatch.setenv("STREAMWARDEN_SPOOL__DRAIN_TIMEOUT_S", "1")
+        monkeypatch.setenv("STREAMWARDEN_POLICY__REVIEW_THRESHOLD", "0")  # flag every sample
 
         # First run: both servers go away after start-up; everything is spooled.
         app = ModerationApp(load_settings())
@@ -74,7 +74,7 @@ async def test_outage_spools_then_restart_delivers_everything_once(
         await kafka.cut()
         await s3.cut()
         try:
-            pipeline = app.pipeline(StreamIdentity(stream_id), str(video), PolicyConfig(0, 0.9))
+            pipeline = app.pipeline(StreamIdentity(stream_id), str(video))
             await pipeline.run()
             report = await app.drain()
         finally:

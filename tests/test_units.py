@@ -11,7 +11,6 @@ from models.registry import get_manifest, verified_model_path
 from services.config import load_settings
 from services.errors import ConfigError, InvalidStreamId, ModelIntegrityError, SpoolFull
 from services.ids import flag_id, validate_id
-from services.policy.policy import Level, PolicyConfig, StreamPolicyState, decide
 from services.sampling.sampler import IntervalSampler
 from services.spool import Spool
 
@@ -50,32 +49,6 @@ def test_sampler_rates_and_decode_cost(interval: float, gop: float, expected_sam
 def test_sampler_keyframe_only_skips_every_other_packet() -> None:
     taken, decoded = _run_sampler(2.0, 2.0, seconds=60)
     assert decoded == len(taken) == 30
-
-
-@pytest.mark.parametrize(
-    ("scores", "expected"),
-    [
-        ([0.1, 0.1, 0.1], [Level.NONE] * 3),
-        ([0.7, 0.1, 0.1], [Level.NONE] * 3),          # one spike is not enough
-        ([0.7, 0.1, 0.7], [Level.NONE, Level.NONE, Level.REVIEW]),
-        ([0.95, 0.95, 0.2], [Level.NONE, Level.BLOCK, Level.BLOCK]),
-        ([0.95, 0.7, 0.1, 0.1], [Level.NONE, Level.REVIEW, Level.REVIEW, Level.NONE]),
-    ],
-)
-def test_policy_k_of_n(scores: list[float], expected: list[Level]) -> None:
-    state, config = StreamPolicyState(), PolicyConfig(0.6, 0.9, k=2, n=3)
-    decisions = []
-    for score in scores:
-        level, state = decide(state, {"sexual": score}, config)
-        decisions.append(level)
-    assert decisions == expected
-
-
-def test_threshold_zero_flags_every_sample() -> None:
-    state, config = StreamPolicyState(), PolicyConfig(0.0, 0.9)
-    for score in (0.0, 0.001, 0.5):
-        level, state = decide(state, {"sexual": score}, config)
-        assert level is Level.REVIEW
 
 
 def test_flag_ids_are_deterministic() -> None:

@@ -10,7 +10,6 @@ from services.commands.output import print_json_line
 from services.config import Settings, load_settings
 from services.ids import validate_id
 from services.pipeline.stream import PipelineObserver, SampleResult, StreamIdentity
-from services.policy.policy import PolicyConfig
 
 EXIT_UNDRAINED = 3
 
@@ -23,24 +22,17 @@ def settings_for(args: argparse.Namespace) -> Settings:
         update={"retry_for_s": args.retry_for} if args.retry_for is not None else {})
     policy = base.policy
     if args.threshold is not None:
-        block = max(policy.block_threshold, args.threshold)
-        policy = policy.model_copy(update={"review_threshold": args.threshold,
-                                           "block_threshold": block})
+        policy = policy.model_copy(update={"review_threshold": args.threshold})
     # Re-validate the merged values once, with the same clear messages as the env.
     return load_settings(**{**base.model_dump(), "sampling": sampling.model_dump(),
                             "source": source.model_dump(), "policy": policy.model_dump()})
 
 
-def policy_config(settings: Settings) -> PolicyConfig:
-    p = settings.policy
-    return PolicyConfig(p.review_threshold, p.block_threshold, p.k, p.n)
-
-
 def print_sample(stream_id: str, result: SampleResult) -> None:
     scores = " ".join(f"{name}={value:.4f}" for name, value in sorted(result.scores.items()))
+    timing = "reused" if result.reused else f"inference={result.inference_s * 1000:.0f}ms"
     print(f"sample stream={stream_id} t={result.stream_time:.3f}s {scores} "
-          f"decision={result.level.name.lower()} inference={result.inference_s * 1000:.0f}ms",
-          flush=True)
+          f"decision={result.level.name.lower()} {timing}", flush=True)
     if result.flag is not None:
         print(f"FLAG id={result.flag.id} stream={stream_id} t={result.stream_time:.3f}s "
               f"decision={result.flag.decision} snapshot={result.flag.snapshot}", flush=True)
@@ -55,7 +47,7 @@ async def run_command(args: argparse.Namespace, with_signals: Any) -> int:
     try:
         await app.start()
         observer = PipelineObserver(on_sample=lambda result: print_sample(stream_id, result))
-        pipeline = app.pipeline(identity, args.source, policy_config(settings), observer)
+        pipeline = app.pipeline(identity, args.source, observer)
         reason, drained = await with_signals(watch_one(app, pipeline), pipeline.stop)
     finally:
         await app.stop()

@@ -38,6 +38,8 @@ class Flag:
     scores: dict[str, float]
     decision: Decision
     snapshot: str
+    models: list[ModelRef] = field(default_factory=list)
+    model_scores: dict[str, float] = field(default_factory=dict)
     segments: list[str] = field(default_factory=list)
     source: str = "video"
 

@@ -9,15 +9,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from services.archive.snapshots import snapshot_key
-from services.classify.classifier import Classifier
+from services.classify.classifier import Classifier, Scored
 from services.config import Settings
 from services.flags.model import Flag
 from services.flags.sink import FlagSink
 from services.ids import flag_id
 from services.ingest.source import EndReason, Sample, StreamSource
-from services.policy.policy import Level, PolicyConfig, StreamPolicyState, decide
+from services.policy.policy import (
+    Level,
+    PolicyConfig,
+    StreamPolicyState,
+    decide,
+    report_received,
+    sampling_interval,
+)
 from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
+from services.sampling.similarity import Reference, can_reuse, thumbnail
 from services.stats import StreamStats
 
 log = logging.getLogger(__name__)
@@ -37,6 +45,7 @@ class SampleResult:
     level: Level
     flag: Flag | None
     inference_s: float
+    reused: bool
 
 
 @dataclass
@@ -52,7 +61,6 @@ class StreamPipeline:
                  classifier: Classifier, sink: FlagSink, policy: PolicyConfig,
                  observer: PipelineObserver | None = None) -> None:
         self.identity = identity
-        self.url = url
         self.settings = settings
         self.classifier = classifier
         self.sink = sink
@@ -60,17 +68,24 @@ class StreamPipeline:
         self.observer = observer or PipelineObserver()
         self.stats = StreamStats()
         self._policy_state = StreamPolicyState()
+        self._last: tuple[Reference, Scored] | None = None
         self._queue: LatestQueue[Sample] = LatestQueue(settings.sampling.queue_size)
-        self._source = StreamSource(
-            url, settings.source, IntervalSampler(settings.sampling.interval_s), self.stats,
-            self._queue, notice=self.observer.on_notice,
-        )
+        self.sampler = IntervalSampler(settings.sampling.interval_s)
+        self._source = StreamSource(url, settings.source, self.sampler, self.stats, self._queue,
+                                    notice=self.observer.on_notice)
 
     def stop(self) -> None:
         self._source.stop()
 
+    def report(self) -> None:
+        """A viewer report: sample faster for a while (burst mode)."""
+        last_time = self._last[0].stream_time if self._last else 0.0
+        self._policy_state = report_received(self._policy_state, last_time, self.policy)
+        self._apply_interval(last_time)
+
     async def run(self) -> EndReason:
-        worker = asyncio.create_task(self._classify_loop(), name=f"classify:{self.identity}")
+        worker = asyncio.create_task(self._classify_loop(),
+                                     name=f"classify:{self.identity.stream_id}")
         try:
             return await self._source.run()
         finally:
@@ -79,38 +94,55 @@ class StreamPipeline:
 
     async def _classify_loop(self) -> None:
         try:
-            await self._classify_all()
+            while (sample := await self._queue.get()) is not None:
+                await self._process(sample)
         finally:
             self._queue.close()  # never leave the reader thread waiting for room
 
-    async def _classify_all(self) -> None:
-        while (first := await self._queue.get()) is not None:
-            batch = [first]
-            while len(batch) < self.classifier.batch_size and (more := self._queue.get_nowait()):
-                batch.append(more)
-            timed = await self.classifier.classify([sample.image.image for sample in batch])
-            per_image = timed.seconds / len(batch)
-            for sample, prediction in zip(batch, timed.predictions, strict=True):
-                await self._after_prediction(sample, prediction.scores, per_image)
+    async def _process(self, sample: Sample) -> None:
+        thumb = thumbnail(sample.image.image)
+        reference = self._last[0] if self._last else None
+        sampling = self.settings.sampling
+        if self._last and can_reuse(reference, thumb, sample.stream_time,
+                                    sampling.dedup_threshold, sampling.dedup_max_age_s):
+            self.stats.reused += 1
+            await self._after_scores(sample, self._last[1], reused=True)
+            return
+        scored = await self.classifier.classify(self.identity.stream_id, sample.image.image)
+        if scored is None:
+            self.stats.dropped_samples += 1  # superseded by a newer frame of this stream
+            return
+        self._last = (Reference(thumb, sample.stream_time), scored)
+        await self._after_scores(sample, scored, reused=False)
 
-    async def _after_prediction(self, sample: Sample, scores: dict[str, float],
-                                inference_s: float) -> None:
+    async def _after_scores(self, sample: Sample, scored: Scored, reused: bool) -> None:
         self.stats.classified += 1
-        level, self._policy_state = decide(self._policy_state, scores, self.policy)
-        flag = None
-        if level is not Level.NONE:
-            flag = await self._raise_flag(sample, scores, level)
-        self.observer.on_sample(SampleResult(sample.stream_time, scores, level, flag, inference_s))
+        outcome = decide(self._policy_state, scored.per_model, self.policy, sample.stream_time)
+        self._policy_state = outcome.state
+        self._apply_interval(sample.stream_time)
+        flag = await self._raise_flag(sample, scored, outcome.level) if outcome.flag else None
+        self.observer.on_sample(SampleResult(sample.stream_time, scored.fused, outcome.level,
+                                             flag, 0.0 if reused else scored.inference_s,
+                                             reused))
 
-    async def _raise_flag(self, sample: Sample, scores: dict[str, float], level: Level) -> Flag:
-        model = self.classifier.model_ref
-        ident = flag_id(self.identity.stream_id, round(sample.stream_time * 1000), model.sha256)
+    def _apply_interval(self, stream_time: float) -> None:
+        interval = sampling_interval(self._policy_state, stream_time,
+                                     self.settings.sampling.interval_s, self.policy)
+        self.sampler.interval_s = interval
+        self.stats.interval_s = interval
+
+    async def _raise_flag(self, sample: Sample, scored: Scored, level: Level) -> Flag:
+        stream_id = self.identity.stream_id
+        ident = flag_id(stream_id, round(sample.stream_time * 1000),
+                        self.classifier.identity_sha256)
         now = datetime.now(UTC)
-        key = snapshot_key(self.identity.provider_id, self.identity.stream_id, now, ident)
+        key = snapshot_key(self.identity.provider_id, stream_id, now, ident)
         flag = Flag(
-            id=ident, stream_id=self.identity.stream_id, provider_id=self.identity.provider_id,
+            id=ident, stream_id=stream_id, provider_id=self.identity.provider_id,
             host_id=self.identity.host_id, detected_at=now, stream_time=sample.stream_time,
-            model=model, scores=scores, decision="block" if level is Level.BLOCK else "review",
+            model=self.classifier.model_ref, models=self.classifier.models,
+            scores=scored.fused, model_scores=scored.per_model,
+            decision="block" if level is Level.BLOCK else "review",
             snapshot=self.sink.snapshot_uri(key),
         )
         await self.sink.submit(flag, key, sample.image.image)
