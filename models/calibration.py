@@ -59,5 +59,26 @@ def lavfi_frames(frames_per_source: int = 2) -> list[tuple[str, Image]]:
     return out
 
 
+def synthetic_frames(count: int, seed: int) -> list[Image]:
+    """Flat colours and saturated shapes at 720p: graphics overlays, game streams."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        frame = np.zeros((720, 1280, 3), np.uint8)
+        frame[:] = rng.integers(0, 255, size=3, dtype=np.uint8)
+        for _ in range(12):
+            centre = (int(rng.integers(0, 1280)), int(rng.integers(0, 720)))
+            color = tuple(int(c) for c in rng.integers(0, 255, size=3))
+            cv2.circle(frame, centre, int(rng.integers(20, 200)), color, -1)
+        frames.append(frame)
+    return frames
+
+
+#: Seeds of the synthetic frames used for calibration; tests hold out others.
+CALIBRATION_SEED = 11
+
+
 def calibration_set() -> list[tuple[str, Image]]:
-    return skimage_pictures() + lavfi_frames()
+    synthetic = [(f"shapes:{i}", frame)
+                 for i, frame in enumerate(synthetic_frames(24, CALIBRATION_SEED))]
+    return skimage_pictures() + lavfi_frames() + synthetic

@@ -39,7 +39,12 @@ def _reader(input_name: str, batch: np.ndarray) -> object:
 
 def quantize(output: Path = OUTPUT) -> str:
     import onnxruntime as ort
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     manifest = get_manifest("open_nsfw")
@@ -54,6 +59,7 @@ def quantize(output: Path = OUTPUT) -> str:
             str(prepared), str(output), _reader(input_name, batch),
             quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8, per_channel=True,
+            calibrate_method=CalibrationMethod.Percentile,
         )
     return sha256_file(output)
 

@@ -131,3 +131,16 @@ async def test_batcher_keeps_the_newest_per_stream_and_counts_drops() -> None:
         await batcher.stop()
     assert results == [10, None, 30]
     assert batcher.dropped["busy"] == 1
+
+
+def test_int8_on_held_out_synthetic_frames_is_close_but_not_exact() -> None:
+    """Flat synthetic graphics are INT8's weak spot: documented bound, not the 0.05 one."""
+    from models.calibration import CALIBRATION_SEED, synthetic_frames
+
+    frames = synthetic_frames(32, seed=CALIBRATION_SEED + 1)
+    fp32 = ModelRuntime(get_manifest("open_nsfw")).predict(frames)
+    int8 = ModelRuntime(get_manifest("open_nsfw_int8")).predict(frames)
+    diff = np.abs(np.array([p.scores["sexual"] for p in fp32])
+                  - np.array([p.scores["sexual"] for p in int8]))
+    assert diff.mean() <= 0.02
+    assert diff.max() <= 0.1
