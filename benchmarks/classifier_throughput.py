@@ -120,8 +120,8 @@ def main() -> None:
                   f"({value * GFLOP / peak:4.0%} of peak)  {value / ref:4.2f}x reference")
         head_rate, inferences = talking_head_rate(name, head)
         results[f"{name}_talking_head"] = {"samples_per_s": head_rate, "inferences": inferences}
-        print(f"{name:15s} talking head: {head_rate:6.1f} samples/s "
-              f"({inferences} of {len(head)} samples ran the model)  {head_rate / ref:4.2f}x reference")
+        print(f"{name:15s} talking head: {head_rate:6.1f} samples/s ({inferences} of "
+              f"{len(head)} samples ran the model)  {head_rate / ref:4.2f}x reference")
     print(json.dumps(results))
 
 

@@ -24,13 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.calibration import synthetic_frames  # noqa: E402
-from models.preprocess import open_nsfw_caffe  # noqa: E402
+from models.calibration import synthetic_frames
+from models.preprocess import open_nsfw_caffe
 
 BATCHES = (1, 8, 32, 128, 256)
 GFLOP = 2.14
@@ -40,13 +39,15 @@ def gpu_name() -> str:
     smi = shutil.which("nvidia-smi")
     if not smi:
         return "none"
-    result = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total",  # noqa: S603
+    result = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total",
                              "--format=csv,noheader"], capture_output=True, text=True, check=False)
     return result.stdout.strip() or result.stderr.strip()
 
 
 def session(path: Path, provider: str) -> tuple[ort.InferenceSession | None, str]:
-    providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+    cpu = "CPUExecutionProvider"
+    providers = [provider] if provider == cpu else [provider, cpu]
+    providers = [provider] if provider == cpu else [provider, cpu]
     try:
         made = ort.InferenceSession(str(path), providers=providers)
     except Exception as error:  # noqa: BLE001 - recorded in the report
