@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, replace
 
 from services.archive.snapshots import SnapshotUploader
 from services.archive.store import ObjectStore
 from services.classify.classifier import Classifier
-from services.config import Settings
-from services.flags.publisher import KafkaFlagPublisher
+from services.config import Settings, SourceSettings
+from services.drain import SpoolDrainer
+from services.events import EventLog
 from services.flags.sink import FlagSink
-from services.ingest.source import EndReason
+from services.ingest.source import (
+    EndReason,
+    Sample,
+    SourceState,
+    StateListener,
+    StreamSource,
+)
 from services.kafka import ensure_topics
-from services.pipeline.stream import PipelineObserver, StreamIdentity, StreamPipeline
+from services.kafka_publisher import SpooledKafkaPublisher
+from services.pipeline.stream import (
+    PipelineObserver,
+    SourceFactory,
+    StreamIdentity,
+    StreamPipeline,
+)
 from services.policy.policy import PolicyConfig
+from services.queues import LatestQueue
+from services.sampling.sampler import IntervalSampler
 from services.spool import Spool
+from services.stats import StreamStats
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +53,13 @@ class ModerationApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         spool_dir = settings.spool.dir
-        cap = settings.spool.max_bytes // 2
+        cap = settings.spool.max_bytes // 3
         self.store = ObjectStore(settings.s3)
-        self.publisher = KafkaFlagPublisher(Spool(spool_dir / "flags", max_bytes=cap),
-                                            settings.kafka)
+        self.publisher = SpooledKafkaPublisher(Spool(spool_dir / "flags", max_bytes=cap),
+                                               settings.kafka, "flag-publisher")
+        self.event_publisher = SpooledKafkaPublisher(Spool(spool_dir / "events", max_bytes=cap),
+                                                     settings.kafka, "event-publisher")
+        self.events = EventLog(self.event_publisher, settings.ingest.events_topic)
         self.uploader = SnapshotUploader(Spool(spool_dir / "snapshots", max_bytes=cap),
                                          self.store)
         self.classifier = Classifier(settings.model)
@@ -52,11 +72,11 @@ class ModerationApp:
         if self._started:
             return
         await self.store.ensure_bucket()
-        await ensure_topics(self.settings.kafka, [self.settings.kafka.flags_topic])
-        await self.uploader.start()
-        await self.publisher.start()
-        self.uploader.notify()  # replay what an earlier run left in the spool
-        self.publisher.notify()
+        await ensure_topics(self.settings.kafka, [self.settings.kafka.flags_topic,
+                                                  self.settings.ingest.events_topic])
+        for drainer in self._drainers():
+            await drainer.start()
+            drainer.notify()  # replay what an earlier run left in the spool
         await self.classifier.start()
         self._started = True
 
@@ -73,23 +93,45 @@ class ModerationApp:
         return config
 
     def pipeline(self, identity: StreamIdentity, url: str,
-                 observer: PipelineObserver | None = None) -> StreamPipeline:
-        return StreamPipeline(identity, url, self.settings, self.classifier, self.sink,
+                 observer: PipelineObserver | None = None,
+                 on_state: StateListener | None = None,
+                 source_settings: SourceSettings | None = None) -> StreamPipeline:
+        """A pipeline reading a URL or file with PyAV."""
+        observer = observer or PipelineObserver()
+        settings = source_settings or self.settings.source
+
+        def make_source(sampler: IntervalSampler, stats: StreamStats,
+                        queue: LatestQueue[Sample]) -> StreamSource:
+            return StreamSource(url, settings, sampler, stats, queue,
+                                notice=observer.on_notice, on_state=on_state or _no_state)
+
+        return self.pipeline_from(identity, make_source, observer)
+
+    def pipeline_from(self, identity: StreamIdentity, make_source: SourceFactory,
+                      observer: PipelineObserver | None = None) -> StreamPipeline:
+        """A pipeline over any source (WebRTC tracks, tests)."""
+        return StreamPipeline(identity, make_source, self.settings, self.classifier, self.sink,
                               self.policy_config(), observer)
 
-    async def drain(self) -> DrainReport:
-        """Wait (bounded) until every accepted flag and snapshot has been delivered."""
-        timeout = self.settings.spool.drain_timeout_s
-        await self.uploader.wait_drained(timeout)
-        await self.publisher.wait_drained(timeout)
+    def _drainers(self) -> tuple[SpoolDrainer, ...]:
+        return (self.uploader, self.publisher, self.event_publisher)
+
+    async def drain(self, timeout_s: float | None = None) -> DrainReport:
+        """Wait (bounded) until every accepted flag, snapshot and event has been delivered."""
+        timeout = self.settings.spool.drain_timeout_s if timeout_s is None else timeout_s
+        await asyncio.gather(*(d.wait_drained(timeout) for d in self._drainers()))
         return DrainReport(len(self.publisher.spool), len(self.uploader.spool))
 
     async def stop(self) -> None:
         """Reverse order of start; idempotent."""
         await self.classifier.stop()
-        await self.publisher.stop()
-        await self.uploader.stop()
+        for drainer in reversed(self._drainers()):
+            await drainer.stop()
         self._started = False
+
+
+def _no_state(state: SourceState, detail: str | None) -> None:
+    """Single runs report through notices instead of events."""
 
 
 async def watch_one(app: ModerationApp, pipeline: StreamPipeline) -> tuple[EndReason, DrainReport]:

@@ -120,6 +120,45 @@ class ModelSettings(BaseModel):
     max_wait_ms: float = Field(20.0, ge=0, le=10_000)
 
 
+class ApiSettings(BaseModel):
+    model_config = _Frozen  # type: ignore[assignment]
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    #: Largest request body accepted (log batches, SDP offers, registrations).
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    #: Bearer token -> role (platform, moderator, investigator, admin, edge).
+    tokens: dict[str, str] = Field(default_factory=dict)
+    #: Secret that signs stream keys (HMAC-SHA256). Rotate by issuing new keys.
+    key_secret: str = ""
+    #: Base URL platforms publish to (the edge's keyed application), shown with new keys.
+    public_rtmp_url: str = "rtmp://127.0.0.1:1935/push"
+    #: Where the service itself pulls pushed streams from (the same edge, internally).
+    edge_pull_url: str = "rtmp://127.0.0.1:1935/push"
+    #: Pin WebRTC ICE host candidates to these addresses (containers, tests); empty = all.
+    ice_host_addresses: tuple[str, ...] = ()
+
+    @field_validator("tokens")
+    @classmethod
+    def _roles_known(cls, value: dict[str, str]) -> dict[str, str]:
+        known = {"platform", "moderator", "investigator", "admin", "edge"}
+        bad = sorted({role for role in value.values() if role not in known})
+        if bad:
+            raise ValueError(f"unknown roles {bad}; use {sorted(known)}")
+        if any(len(token) < 16 for token in value):
+            raise ValueError("every token must be at least 16 characters")
+        return value
+
+
+class IngestSettings(BaseModel):
+    model_config = _Frozen  # type: ignore[assignment]
+    events_topic: str = "streamwarden.events"
+    #: Where the registry and revoked keys are kept between restarts.
+    state_dir: Path = Path(".dev/state")
+    max_streams: int = Field(200, ge=1)
+    #: Bounded time for SIGTERM: stop accepting, finish samples, flush.
+    shutdown_timeout_s: float = Field(20.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STREAMWARDEN_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -131,6 +170,8 @@ class Settings(BaseSettings):
     source: SourceSettings = SourceSettings()
     spool: SpoolSettings = SpoolSettings()
     model: ModelSettings = ModelSettings()
+    api: ApiSettings = ApiSettings()
+    ingest: IngestSettings = IngestSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -9,7 +9,7 @@ import cv2
 from models.preprocess import Image
 from services.archive.snapshots import SnapshotUploader
 from services.flags.model import Flag
-from services.flags.publisher import KafkaFlagPublisher
+from services.kafka_publisher import SpooledKafkaPublisher
 
 _SNAPSHOT_QUALITY = 90
 
@@ -24,7 +24,7 @@ def encode_jpeg(image: Image) -> bytes:
 class FlagSink:
     """Once ``submit`` returns, the flag and its snapshot survive a crash or an outage."""
 
-    def __init__(self, publisher: KafkaFlagPublisher, uploader: SnapshotUploader,
+    def __init__(self, publisher: SpooledKafkaPublisher, uploader: SnapshotUploader,
                  topic: str, bucket: str) -> None:
         self.publisher = publisher
         self.uploader = uploader

@@ -96,12 +96,14 @@ class FrameReader:
     """Reads one connection of a source until it ends, fails or is told to stop."""
 
     def __init__(self, url: str, settings: SourceSettings, sampler: IntervalSampler,
-                 stats: StreamStats, emit: Callable[[RawSample], None]) -> None:
+                 stats: StreamStats, emit: Callable[[RawSample], None],
+                 on_first_packet: Callable[[], None] = lambda: None) -> None:
         self.url = url
         self.settings = settings
         self.sampler = sampler
         self.stats = stats
         self.emit = emit
+        self.on_first_packet = on_first_packet
         self.stop_requested = threading.Event()
         self.received_any = False
 
@@ -124,7 +126,9 @@ class FrameReader:
                     return
                 if packet.size == 0:
                     continue  # flush packet at end of input
-                self.received_any = True
+                if not self.received_any:
+                    self.received_any = True
+                    self.on_first_packet()
                 self.stats.packets += 1
                 self._handle(packet, context, time_base)
             self._flush(context, time_base)

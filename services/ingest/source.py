@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from enum import Enum
 
 from services.backoff import Backoff, Deadline
 from services.config import SourceSettings
-from services.errors import SourceError
+from services.errors import SourceError, SourceStalled
 from services.ingest.edge import publisher_active
 from services.ingest.pyav_reader import FrameReader, RawSample, is_local_path
 from services.queues import LatestQueue
@@ -27,6 +28,22 @@ class EndReason(Enum):
     STOPPED = "stopped"
 
 
+class SourceState(Enum):
+    """What a source reports as it goes; the service turns these into lifecycle events."""
+
+    STARTED = "started"
+    STALLED = "stalled"
+    RECONNECTING = "reconnecting"
+    RECOVERED = "recovered"
+
+
+StateListener = Callable[[SourceState, str | None], None]
+
+
+def _ignore_state(state: SourceState, detail: str | None) -> None:
+    """Default listener: the CLI reports through notices instead."""
+
+
 @dataclass(frozen=True)
 class Sample:
     """A sampled frame on the session clock: seconds since the session's first frame."""
@@ -40,7 +57,8 @@ class StreamSource:
 
     def __init__(self, url: str, settings: SourceSettings, sampler: IntervalSampler,
                  stats: StreamStats, queue: LatestQueue[Sample],
-                 notice: Callable[[str], None] = log.warning) -> None:
+                 notice: Callable[[str], None] = log.warning,
+                 on_state: StateListener = _ignore_state) -> None:
         self.url = url
         self.settings = settings
         self.sampler = sampler
@@ -49,6 +67,7 @@ class StreamSource:
         # A file can wait for the classifier (nothing dropped); a live source cannot.
         self.backpressure = is_local_path(url)
         self.notice = notice
+        self.on_state = on_state
         self._reader: FrameReader | None = None
         self._clock = _SessionClock()
 
@@ -88,7 +107,14 @@ class StreamSource:
             else:
                 loop.call_soon_threadsafe(self._offer, sample)
 
-        self._reader = FrameReader(self.url, self.settings, self.sampler, self.stats, emit)
+        recovering = self._clock.started
+        state = SourceState.RECOVERED if recovering else SourceState.STARTED
+
+        def connected() -> None:
+            loop.call_soon_threadsafe(self.on_state, state, None)
+
+        self._reader = FrameReader(self.url, self.settings, self.sampler, self.stats, emit,
+                                   on_first_packet=connected)
         return self._reader
 
     def _offer(self, sample: Sample) -> None:
@@ -109,6 +135,8 @@ class StreamSource:
     async def _wait_to_retry(self, error: SourceError, backoff: Backoff,
                              deadline: Deadline) -> None:
         self.stats.last_error = str(error)
+        if isinstance(error, SourceStalled):
+            self.on_state(SourceState.STALLED, str(error))
         if deadline.expired():
             raise type(error)(
                 f"{error}; gave up after retrying for {self.settings.retry_for_s:g}s",
@@ -116,8 +144,10 @@ class StreamSource:
             )
         delay = min(backoff.next_delay(), max(deadline.remaining(), 0.05))
         self.stats.reconnects += 1
-        self.notice(f"{error}; retrying in {delay:.1f}s "
-                    f"(giving up in {max(deadline.remaining(), 0):.0f}s)")
+        self.on_state(SourceState.RECONNECTING, str(error))
+        budget = ("until removed" if math.isinf(deadline.remaining())
+                  else f"giving up in {max(deadline.remaining(), 0):.0f}s")
+        self.notice(f"{error}; retrying in {delay:.1f}s ({budget})")
         await asyncio.sleep(delay)
 
 

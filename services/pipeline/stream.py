@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from services.archive.snapshots import snapshot_key
 from services.classify.classifier import Classifier, Scored
@@ -14,7 +15,7 @@ from services.config import Settings
 from services.flags.model import Flag
 from services.flags.sink import FlagSink
 from services.ids import flag_id
-from services.ingest.source import EndReason, Sample, StreamSource
+from services.ingest.source import EndReason, Sample
 from services.policy.policy import (
     Level,
     PolicyConfig,
@@ -56,8 +57,19 @@ class PipelineObserver:
     on_notice: Callable[[str], None] = field(default=log.warning)
 
 
+class Source(Protocol):
+    """Anything that feeds samples into a pipeline's queue until it ends."""
+
+    async def run(self) -> EndReason: ...
+
+    def stop(self) -> None: ...
+
+
+SourceFactory = Callable[[IntervalSampler, StreamStats, LatestQueue[Sample]], Source]
+
+
 class StreamPipeline:
-    def __init__(self, identity: StreamIdentity, url: str, settings: Settings,
+    def __init__(self, identity: StreamIdentity, make_source: SourceFactory, settings: Settings,
                  classifier: Classifier, sink: FlagSink, policy: PolicyConfig,
                  observer: PipelineObserver | None = None) -> None:
         self.identity = identity
@@ -71,8 +83,7 @@ class StreamPipeline:
         self._last: tuple[Reference, Scored] | None = None
         self._queue: LatestQueue[Sample] = LatestQueue(settings.sampling.queue_size)
         self.sampler = IntervalSampler(settings.sampling.interval_s)
-        self._source = StreamSource(url, settings.source, self.sampler, self.stats, self._queue,
-                                    notice=self.observer.on_notice)
+        self._source = make_source(self.sampler, self.stats, self._queue)
 
     def stop(self) -> None:
         self._source.stop()

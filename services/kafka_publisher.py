@@ -1,4 +1,4 @@
-"""Publishes spooled flags to Kafka, keyed by stream id, with acks from all replicas."""
+"""Publishes spooled messages (flags, lifecycle events) to Kafka with acks from all replicas."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ from services.spool import Spool, SpoolEntry
 log = logging.getLogger(__name__)
 
 
-class KafkaFlagPublisher(SpoolDrainer):
-    """Drains the flag spool into Kafka. At-least-once; consumers dedup by flag id."""
+class SpooledKafkaPublisher(SpoolDrainer):
+    """Drains a spool into Kafka. At-least-once; every message carries an id to dedup by."""
 
-    name = "flag-publisher"
-
-    def __init__(self, spool: Spool, settings: KafkaSettings) -> None:
+    def __init__(self, spool: Spool, settings: KafkaSettings, name: str) -> None:
         super().__init__(spool)
+        self.name = name
         self.settings = settings
         self._producer: AIOKafkaProducer | None = None
 
@@ -52,10 +51,11 @@ class KafkaFlagPublisher(SpoolDrainer):
                 entry.meta["topic"],
                 value=entry.body,
                 key=entry.meta["key"].encode(),
-                headers=[("flag-id", entry.item_id.encode())],
+                headers=[("message-id", entry.item_id.encode())],
             )
         except (KafkaError, OSError) as error:
-            raise BrokerUnavailable(f"publishing flag {entry.item_id} failed: {error}") from None
+            message = f"{self.name}: message {entry.item_id} failed: {error}"
+            raise BrokerUnavailable(message) from None
 
     async def close(self) -> None:
         if self._producer is not None:
