@@ -95,7 +95,8 @@ class ModerationApp:
     def pipeline(self, identity: StreamIdentity, url: str,
                  observer: PipelineObserver | None = None,
                  on_state: StateListener | None = None,
-                 source_settings: SourceSettings | None = None) -> StreamPipeline:
+                 source_settings: SourceSettings | None = None,
+                 end_on_unpublish: bool = True) -> StreamPipeline:
         """A pipeline reading a URL or file with PyAV."""
         observer = observer or PipelineObserver()
         settings = source_settings or self.settings.source
@@ -103,7 +104,8 @@ class ModerationApp:
         def make_source(sampler: IntervalSampler, stats: StreamStats,
                         queue: LatestQueue[Sample]) -> StreamSource:
             return StreamSource(url, settings, sampler, stats, queue,
-                                notice=observer.on_notice, on_state=on_state or _no_state)
+                                notice=observer.on_notice, on_state=on_state or _no_state,
+                                end_on_unpublish=end_on_unpublish)
 
         return self.pipeline_from(identity, make_source, observer)
 

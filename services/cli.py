@@ -53,6 +53,12 @@ def _add_models(commands: Any) -> None:
     sub.add_parser("list", help="manifests, installed providers, which model is active")
 
 
+def _add_serve(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run the service: API, ingest, moderation")
+    serve.add_argument("--host", default=None, help="bind address (default api.host)")
+    serve.add_argument("--port", type=int, default=None, help="port (default api.port)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamwarden", description=__doc__)
     parser.add_argument("--version", action="version", version=f"streamwarden {__version__}")
@@ -61,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(commands)
     _add_flags(commands)
     _add_models(commands)
+    _add_serve(commands)
     return parser
 
 
@@ -102,6 +109,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from services.commands.run import run_command
 
         return asyncio.run(run_command(args, _with_signals))
+    if args.command == "serve":
+        from services.commands.serve import serve_command
+
+        return asyncio.run(serve_command(args, _with_signals))
     if args.command == "flags":
         from services.commands.flags_tail import tail_command
 

@@ -32,11 +32,12 @@ def make_video(path: Path, seconds: float = 6, size: str = "640x360", gop: int =
     return path
 
 
-def publish_rtmp(url: str, seconds: float, gop: int = 60) -> subprocess.Popen[bytes]:
-    """Start ffmpeg pushing a generated 720p30 stream in real time."""
+def publish_rtmp(url: str, seconds: float, gop: int = 60,
+                 size: str = "1280x720") -> subprocess.Popen[bytes]:
+    """Start ffmpeg pushing a generated 30 fps stream in real time."""
     return subprocess.Popen(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi",
-         "-i", "testsrc2=size=1280x720:rate=30", "-t", str(seconds), "-c:v", "libx264",
+         "-i", f"testsrc2=size={size}:rate=30", "-t", str(seconds), "-c:v", "libx264",
          "-preset", "veryfast", "-tune", "zerolatency", "-g", str(gop), "-pix_fmt", "yuv420p",
          "-f", "flv", url],
         stdin=subprocess.DEVNULL,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -87,7 +89,7 @@ class Stack:
 
     def running(self) -> bool:
         state = self.load()
-        return bool(state) and all(_alive(entry["pid"]) for entry in state.values())
+        return bool(state) and all(_alive(e["pid"]) for e in state.values() if "pid" in e)
 
     def _spawn(self, name: str, argv: list[str]) -> int:
         log = (self.root / f"{name}.log").open("ab")
@@ -103,11 +105,15 @@ class Stack:
             return
         self.down(quiet=True)
         self.root.mkdir(parents=True, exist_ok=True)
+        api = {"port": free_port()}
+        secrets_file = self.root / "secrets.json"
+        secrets_file.write_text(json.dumps(_new_secrets()))
         state = {
             "kafka": self._start_kafka(),
             "s3": self._start_s3(),
-            "rtmp": self._start_rtmp(),
+            "rtmp": self._start_rtmp(api["port"]),
         }
+        state["api"] = api
         self.state_file.write_text(json.dumps(state, indent=2))
         self._write_env(state)
         print(f"local stack up; settings in {self.root / 'env'}")
@@ -136,13 +142,18 @@ class Stack:
                    f"S3 server on port {port}", pid)
         return {"pid": pid, "port": port}
 
-    def _start_rtmp(self) -> dict[str, int]:
+    def secrets(self) -> dict[str, str]:
+        loaded: dict[str, str] = json.loads((self.root / "secrets.json").read_text())
+        return loaded
+
+    def _start_rtmp(self, api_port: int) -> dict[str, int]:
         prefix = self.root / "nginx"
         (prefix / "tmp").mkdir(parents=True, exist_ok=True)
         rtmp_port, http_port = free_port(), free_port()
         template = resources.files("services.devstack").joinpath("nginx-rtmp.conf.template")
         config = Template(template.read_text("utf-8")).substitute(
-            prefix=prefix, rtmp_port=rtmp_port, http_port=http_port,
+            prefix=prefix, rtmp_port=rtmp_port, http_port=http_port, api_port=api_port,
+            edge_token=self.secrets()["edge"],
             # As root, nginx workers would drop to 'nobody' and lose access to the prefix.
             user_line="user root;" if os.geteuid() == 0 else "",
         )
@@ -155,6 +166,8 @@ class Stack:
 
     def _write_env(self, state: dict[str, dict[str, int]]) -> None:
         rtmp, http = state["rtmp"]["port"], state["rtmp"]["http_port"]
+        secrets = self.secrets()
+        tokens = {secrets[role]: role for role in ROLES}
         values = {
             "STREAMWARDEN_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{state['kafka']['port']}",
             "STREAMWARDEN_S3__ENDPOINT": f"https://127.0.0.1:{state['s3']['port']}",
@@ -164,20 +177,40 @@ class Stack:
             "STREAMWARDEN_SPOOL__DIR": str((self.root / "spool").resolve()),
             "STREAMWARDEN_SOURCE__EDGE_STAT_URL": f"http://127.0.0.1:{http}/stat",
             "STREAMWARDEN_RTMP_URL": f"rtmp://127.0.0.1:{rtmp}/live",
+            "STREAMWARDEN_API__PORT": str(state["api"]["port"]),
+            "STREAMWARDEN_API__TOKENS": json.dumps(tokens),
+            "STREAMWARDEN_API__KEY_SECRET": secrets["key_secret"],
+            "STREAMWARDEN_API__PUBLIC_RTMP_URL": f"rtmp://127.0.0.1:{rtmp}/push",
+            "STREAMWARDEN_API__EDGE_PULL_URL": f"rtmp://127.0.0.1:{rtmp}/push",
+            "STREAMWARDEN_API__ICE_HOST_ADDRESSES": '["127.0.0.1"]',
+            "STREAMWARDEN_INGEST__STATE_DIR": str((self.root / "state").resolve()),
+            **{f"STREAMWARDEN_DEV_TOKEN_{role.upper()}": secrets[role] for role in ROLES},
             "STREAMWARDEN_DEV_PIDS": ",".join(
-                f"{name}={entry['pid']}" for name, entry in state.items()
+                f"{name}={entry['pid']}" for name, entry in state.items() if "pid" in entry
             ),
         }
-        lines = [f"export {name}={value}" for name, value in values.items()]
+        lines = [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
         (self.root / "env").write_text("\n".join(lines) + "\n")
 
     def down(self, quiet: bool = False) -> None:
         for name, entry in self.load().items():
+            if "pid" not in entry:
+                continue
             _terminate(entry["pid"])
             if not quiet:
                 print(f"stopped {name}")
         self.state_file.unlink(missing_ok=True)
         (self.root / "env").unlink(missing_ok=True)
+
+
+ROLES = ("platform", "moderator", "investigator", "admin", "edge")
+
+
+def _new_secrets() -> dict[str, str]:
+    """Fresh tokens per role and a key-signing secret for this local stack."""
+    values = {role: f"dev-{role}-{secrets.token_urlsafe(18)}" for role in ROLES}
+    values["key_secret"] = secrets.token_urlsafe(32)
+    return values
 
 
 def _alive(pid: int) -> bool:

@@ -24,6 +24,11 @@ class KeyRefused(StreamWardenError):
 
     exit_code = 2
 
+    def __init__(self, message: str, stream_id: str | None = None) -> None:
+        super().__init__(message)
+        #: Known only when the key was genuine (e.g. revoked): events name the stream.
+        self.stream_id = stream_id
+
 
 @dataclass(frozen=True)
 class KeyClaims:
@@ -70,7 +75,7 @@ class StreamKeys:
         except (ValueError, TypeError):
             raise KeyRefused("malformed stream key") from None
         if claims.kid in self.revoked:
-            raise KeyRefused(f"stream key {claims.kid} is revoked")
+            raise KeyRefused(f"stream key {claims.kid} is revoked", claims.stream_id)
         return claims
 
     def revoke(self, kid: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -58,7 +59,8 @@ class StreamSource:
     def __init__(self, url: str, settings: SourceSettings, sampler: IntervalSampler,
                  stats: StreamStats, queue: LatestQueue[Sample],
                  notice: Callable[[str], None] = log.warning,
-                 on_state: StateListener = _ignore_state) -> None:
+                 on_state: StateListener = _ignore_state,
+                 end_on_unpublish: bool = True) -> None:
         self.url = url
         self.settings = settings
         self.sampler = sampler
@@ -68,17 +70,21 @@ class StreamSource:
         self.backpressure = is_local_path(url)
         self.notice = notice
         self.on_state = on_state
+        # A registered stream outlives its publisher: keep retrying until removed.
+        self.end_on_unpublish = end_on_unpublish
         self._reader: FrameReader | None = None
         self._clock = _SessionClock()
+        self._stopping = asyncio.Event()
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._reader is not None:
             self._reader.stop_requested.set()
 
     async def run(self) -> EndReason:
         """Read until the input ends; raise SourceError once retrying is pointless."""
         backoff, deadline = Backoff(base_s=0.25, cap_s=5.0), Deadline(self.settings.retry_for_s)
-        while True:
+        while not self._stopping.is_set():
             reader = self._new_reader()
             try:
                 await asyncio.to_thread(reader.run)
@@ -94,6 +100,7 @@ class StreamSource:
             if reader.stop_requested.is_set():
                 return EndReason.STOPPED
             return EndReason.END_OF_INPUT
+        return EndReason.STOPPED
 
     def _new_reader(self) -> FrameReader:
         loop = asyncio.get_running_loop()
@@ -126,7 +133,7 @@ class StreamSource:
             return EndReason.STOPPED
         if not error.retriable:
             raise error
-        if reader.received_any or self._clock.started:
+        if self.end_on_unpublish and (reader.received_any or self._clock.started):
             active = await publisher_active(self.settings.edge_stat_url, self.url)
             if active is False:
                 return EndReason.PUBLISHER_STOPPED
@@ -148,7 +155,8 @@ class StreamSource:
         budget = ("until removed" if math.isinf(deadline.remaining())
                   else f"giving up in {max(deadline.remaining(), 0):.0f}s")
         self.notice(f"{error}; retrying in {delay:.1f}s ({budget})")
-        await asyncio.sleep(delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)  # stop() cuts the wait
 
 
 class _SessionClock:

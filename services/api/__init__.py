@@ -1,0 +1,1 @@
+"""HTTP API: stream registry, stream keys and edge callbacks, WHIP, health. aiohttp."""

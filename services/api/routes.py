@@ -1,0 +1,140 @@
+"""HTTP routes. Each handler is small: parse, call the service, answer JSON."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.api.auth import auth_middleware, requires
+from services.api.errors import error_middleware, json_error
+from services.api.service import Service
+from services.errors import InvalidStreamId
+from services.ids import validate_id
+from services.ingest.keys import KeyRefused
+from services.ingest.registry import RegistryError, parse_registration
+
+SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
+
+
+def _service(request: web.Request) -> Service:
+    return request.app[SERVICE]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    service = _service(request)
+    if not service.accepting:
+        return web.json_response({"status": "shutting down"}, status=503)
+    return web.json_response({"status": "ready", "streams": len(service.supervisor.watches)})
+
+
+@requires("platform", "admin")
+async def register_stream(request: web.Request) -> web.Response:
+    record = parse_registration(await request.json())
+    return web.json_response(_service(request).register_pull(record), status=201)
+
+
+@requires("platform", "moderator", "admin")
+async def list_streams(request: web.Request) -> web.Response:
+    service = _service(request)
+    streams = [service.status(r.stream_id) for r in service.registry.records()]
+    return web.json_response({"streams": streams})
+
+
+@requires("platform", "moderator", "admin")
+async def get_stream(request: web.Request) -> web.Response:
+    stream_id = _stream_id(request)
+    return web.json_response(_service(request).status(stream_id))
+
+
+@requires("platform", "admin")
+async def delete_stream(request: web.Request) -> web.Response:
+    await _service(request).remove(_stream_id(request))
+    return web.Response(status=204)
+
+
+@requires("platform", "admin")
+async def issue_key(request: web.Request) -> web.Response:
+    body = await request.json()
+    if not isinstance(body, dict) or not body.get("stream_id") or not body.get("provider_id"):
+        raise RegistryError("stream_id and provider_id are required", 422)
+    service = _service(request)
+    key, claims = service.keys.issue(str(body["stream_id"]), str(body["provider_id"]),
+                                     str(body["host_id"]) if body.get("host_id") else None)
+    return web.json_response({"key": key, "key_id": claims.kid, "stream_id": claims.stream_id,
+                              "publish_url": f"{service.settings.api.public_rtmp_url}/{key}"},
+                             status=201)
+
+
+@requires("platform", "admin")
+async def revoke_key(request: web.Request) -> web.Response:
+    _service(request).revoke_key(request.match_info["kid"])
+    return web.Response(status=204)
+
+
+@requires("edge")
+async def on_publish(request: web.Request) -> web.Response:
+    form = await request.post()
+    key, address = str(form.get("name", "")), str(form.get("addr", "unknown"))
+    service = _service(request)
+    try:
+        claims = await service.accept_publish(key, address)
+    except (KeyRefused, RegistryError) as error:
+        subject = getattr(error, "stream_id", None) or "unknown-key"
+        await service.refuse(subject, str(error), address)
+        return json_error(403, str(error))  # nginx-rtmp refuses the publish on non-2xx
+    return web.json_response({"stream_id": claims.stream_id})
+
+
+@requires("edge")
+async def on_publish_done(request: web.Request) -> web.Response:
+    # The reader sees the edge drop it and asks the stat page; nothing to do here but log.
+    form = await request.post()
+    return web.json_response({"ok": True, "name_len": len(str(form.get("name", "")))})
+
+
+@requires("platform", "admin")
+async def whip_offer(request: web.Request) -> web.Response:
+    stream_id = _stream_id(request)
+    if request.content_type != "application/sdp":
+        return json_error(415, "WHIP offers must be sent as application/sdp")
+    provider = validate_id(request.query.get("provider_id", "whip"), "provider id")
+    session_id, answer = await _service(request).start_whip(stream_id, provider,
+                                                            await request.text())
+    location = f"/v1/whip/{stream_id}/{session_id}"
+    return web.Response(status=201, text=answer, content_type="application/sdp",
+                        headers={"Location": location})
+
+
+@requires("platform", "admin")
+async def whip_delete(request: web.Request) -> web.Response:
+    await _service(request).end_whip(_stream_id(request), request.match_info["session"])
+    return web.Response(status=200)
+
+
+def _stream_id(request: web.Request) -> str:
+    try:
+        return validate_id(request.match_info["stream_id"])
+    except InvalidStreamId as error:
+        raise RegistryError(str(error), 400) from None
+
+
+def build_app(service: Service) -> web.Application:
+    app = web.Application(client_max_size=service.settings.api.max_body_bytes,
+                          middlewares=[error_middleware,
+                                       auth_middleware(service.settings.api.tokens)])
+    app[SERVICE] = service
+    app.add_routes([
+        web.get("/healthz", healthz), web.get("/readyz", readyz),
+        web.post("/v1/streams", register_stream), web.get("/v1/streams", list_streams),
+        web.get("/v1/streams/{stream_id}", get_stream),
+        web.delete("/v1/streams/{stream_id}", delete_stream),
+        web.post("/v1/stream-keys", issue_key), web.delete("/v1/stream-keys/{kid}", revoke_key),
+        web.post("/v1/rtmp/on_publish", on_publish),
+        web.post("/v1/rtmp/on_publish_done", on_publish_done),
+        web.post("/v1/whip/{stream_id}", whip_offer),
+        web.delete("/v1/whip/{stream_id}/{session}", whip_delete),
+    ])
+    return app

@@ -1,0 +1,61 @@
+"""``streamwarden serve``: the long-running service (API, ingest, flags, snapshots, events)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from services.api.routes import build_app
+from services.api.service import Service
+from services.config import load_settings
+from services.errors import ConfigError
+from services.ingest.webrtc import pin_ice_host_addresses
+
+log = logging.getLogger("streamwarden.serve")
+
+
+async def _start_http(service: Service, host: str, port: int) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return runner, int(bound)
+
+
+async def serve_command(args: argparse.Namespace, with_signals: Any) -> int:
+    settings = load_settings()
+    if not settings.api.tokens:
+        raise ConfigError("no API tokens configured (STREAMWARDEN_API__TOKENS)")
+    pin_ice_host_addresses(settings.api.ice_host_addresses)
+    service = Service.build(settings)
+    await service.app.start()
+    service.resume_registered()
+    host = args.host or settings.api.host
+    port = args.port if args.port is not None else settings.api.port
+    runner, bound = await _start_http(service, host, port)
+    print(f"listening on http://{host}:{bound}", flush=True)
+    stop = asyncio.Event()
+    try:
+        await with_signals(stop.wait(), stop.set)
+    finally:
+        await _shutdown(service, runner)
+    return 0
+
+
+async def _shutdown(service: Service, runner: web.AppRunner) -> None:
+    """Stop accepting, finish in-flight samples, flush, within the configured time."""
+    timeout = service.settings.ingest.shutdown_timeout_s
+    log.warning("shutting down: finishing samples and flushing (at most %.0fs)", timeout)
+    await service.shutdown()
+    report = await service.app.drain(timeout / 2)
+    await service.app.stop()
+    await runner.cleanup()
+    if not report.complete:
+        log.warning("%d flags and %d snapshots stay spooled for the next start",
+                    report.flags_pending, report.snapshots_pending)
+    print("stopped", flush=True)

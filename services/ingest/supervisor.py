@@ -1,0 +1,148 @@
+"""Runs one pipeline per watched stream; turns source states into lifecycle events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.app import ModerationApp
+from services.config import SourceSettings
+from services.errors import StreamWardenError
+from services.events import Lifecycle
+from services.ingest.registry import StreamRecord
+from services.ingest.source import EndReason, SourceState
+from services.pipeline.stream import (
+    PipelineObserver,
+    SampleResult,
+    SourceFactory,
+    StreamIdentity,
+    StreamPipeline,
+)
+
+log = logging.getLogger(__name__)
+
+_STATE_EVENTS = {
+    SourceState.STARTED: Lifecycle.STARTED,
+    SourceState.STALLED: Lifecycle.STALLED,
+    SourceState.RECONNECTING: Lifecycle.RECONNECTING,
+    SourceState.RECOVERED: Lifecycle.RECOVERED,
+}
+
+
+@dataclass
+class Watch:
+    record: StreamRecord
+    pipeline: StreamPipeline
+    task: asyncio.Task[None] | None = None
+    state: str = "starting"
+    last_flag: dict[str, Any] | None = None
+    events: list[str] = field(default_factory=list)
+
+    def status(self) -> dict[str, Any]:
+        stats = self.pipeline.stats
+        return {**self.record.public(), "state": self.state, **stats.as_dict(),
+                "sample_interval_s": self.pipeline.sampler.interval_s,
+                "last_flag": self.last_flag}
+
+
+class StreamSupervisor:
+    """Starts, watches and stops the pipelines of one process."""
+
+    def __init__(self, app: ModerationApp) -> None:
+        self.app = app
+        self.watches: dict[str, Watch] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def watch_url(self, record: StreamRecord, *, retry_forever: bool) -> Watch:
+        source = self.app.settings.source
+        if retry_forever:  # registered streams are retried until removed
+            source = SourceSettings(**{**source.model_dump(), "retry_for_s": float("inf")})
+        holder: dict[str, Watch] = {}
+        pipeline = self.app.pipeline(
+            self._identity(record), record.url, self._observer(holder),
+            on_state=lambda state, detail: self._on_state(holder["watch"], state, detail),
+            source_settings=source, end_on_unpublish=not retry_forever)
+        return self._start(record, pipeline, holder)
+
+    def watch_source(self, record: StreamRecord, make_source: SourceFactory) -> Watch:
+        holder: dict[str, Watch] = {}
+        pipeline = self.app.pipeline_from(self._identity(record), make_source,
+                                          self._observer(holder))
+        watch = self._start(record, pipeline, holder)
+        watch.state = "running"  # a WebRTC track is live once negotiated
+        self._emit(watch, Lifecycle.STARTED)
+        return watch
+
+    @staticmethod
+    def _identity(record: StreamRecord) -> StreamIdentity:
+        return StreamIdentity(record.stream_id, record.provider_id, record.host_id)
+
+    def _observer(self, holder: dict[str, Watch]) -> PipelineObserver:
+        def on_sample(result: SampleResult) -> None:
+            if result.flag is not None:
+                holder["watch"].last_flag = {"id": result.flag.id,
+                                             "decision": result.flag.decision,
+                                             "stream_time": result.flag.stream_time}
+
+        return PipelineObserver(on_sample=on_sample, on_notice=log.info)
+
+    def _start(self, record: StreamRecord, pipeline: StreamPipeline,
+               holder: dict[str, Watch]) -> Watch:
+        watch = Watch(record, pipeline)
+        holder["watch"] = watch
+        self.watches[record.stream_id] = watch
+        watch.task = asyncio.create_task(self._run(watch), name=f"watch:{record.stream_id}")
+        return watch
+
+    def _on_state(self, watch: Watch, state: SourceState, detail: str | None) -> None:
+        watch.state = state.value if state is not SourceState.RECOVERED else "running"
+        if state is SourceState.STARTED:
+            watch.state = "running"
+        self._emit(watch, _STATE_EVENTS[state], detail)
+
+    def _emit(self, watch: Watch, kind: Lifecycle, detail: str | None = None) -> None:
+        watch.events.append(kind.value)
+        task = asyncio.create_task(self.app.events.emit(
+            watch.record.stream_id, kind, origin=watch.record.origin, reason=detail))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _run(self, watch: Watch) -> None:
+        try:
+            reason = await watch.pipeline.run()
+        except StreamWardenError as error:
+            watch.state = "failed"
+            watch.pipeline.stats.last_error = str(error)
+            self._emit(watch, Lifecycle.FAILED, str(error))
+            return
+        watch.state = "ended"
+        self._emit(watch, Lifecycle.ENDED, reason.value)
+        if reason is not EndReason.STOPPED:
+            log.info("stream %s ended: %s", watch.record.stream_id, reason.value)
+
+    async def stop_watch(self, stream_id: str) -> None:
+        watch = self.watches.get(stream_id)
+        if watch is None or watch.task is None:
+            return
+        watch.pipeline.stop()
+        await watch.task
+
+    def forget(self, stream_id: str) -> None:
+        self.watches.pop(stream_id, None)
+
+    async def stop_all(self, timeout_s: float) -> None:
+        """Stop every source, let in-flight samples finish, within ``timeout_s``."""
+        for watch in self.watches.values():
+            watch.pipeline.stop()
+        tasks = [w.task for w in self.watches.values() if w.task is not None]
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s) if tasks else (set(), set())
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

@@ -1,0 +1,142 @@
+"""WebRTC ingest (WHIP): aiortc peer connections whose video frames feed a pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+import aioice.ice
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaBlackhole
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from services.errors import StreamWardenError
+from services.ingest.pyav_reader import RawSample
+from services.ingest.source import EndReason, Sample
+from services.queues import LatestQueue
+from services.sampling.sampler import IntervalSampler
+from services.stats import StreamStats
+
+log = logging.getLogger(__name__)
+
+MAX_SDP_BYTES = 64 * 1024
+
+
+class WhipError(StreamWardenError):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def pin_ice_host_addresses(addresses: tuple[str, ...]) -> None:
+    """Offer ICE host candidates only on these addresses (containers, loopback tests).
+
+    aioice gathers on every interface except loopback and has no option for this.
+    """
+    if addresses:
+        chosen = list(addresses)
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: chosen
+
+
+def check_offer(sdp: str) -> None:
+    if len(sdp.encode()) > MAX_SDP_BYTES:
+        raise WhipError(f"SDP offer is larger than {MAX_SDP_BYTES} bytes", 413)
+    if not sdp.startswith("v=0"):
+        raise WhipError("body is not an SDP offer (it must start with v=0)", 400)
+    if "\nm=video " not in sdp.replace("\r\n", "\n"):
+        raise WhipError("the offer has no video", 422)
+
+
+class WebRtcSource:
+    """Reads a remote video track; samples by the frames' own timestamps."""
+
+    def __init__(self, track: MediaStreamTrack, sampler: IntervalSampler, stats: StreamStats,
+                 queue: LatestQueue[Sample]) -> None:
+        self.track = track
+        self.sampler = sampler
+        self.stats = stats
+        self.queue = queue
+        self._stopping = asyncio.Event()
+        self._origin: float | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> EndReason:
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while True:
+                receive = asyncio.ensure_future(self.track.recv())
+                done, _ = await asyncio.wait({receive, stopping},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if stopping in done:
+                    receive.cancel()
+                    return EndReason.STOPPED
+                try:
+                    frame = receive.result()
+                except MediaStreamError:
+                    return EndReason.END_OF_INPUT
+                await self._consider(frame)
+        finally:
+            stopping.cancel()
+
+    async def _consider(self, frame: object) -> None:
+        pts, time_base = getattr(frame, "pts", None), getattr(frame, "time_base", None)
+        if pts is None or time_base is None:
+            return
+        self.stats.packets += 1
+        time_s = float(pts * time_base)
+        if self._origin is None:
+            self._origin = time_s
+        if not self.sampler.take(time_s):
+            return
+        image = await asyncio.to_thread(frame.to_ndarray, format="bgr24")  # type: ignore[attr-defined]
+        self.stats.samples += 1
+        self.queue.offer(Sample(time_s - self._origin, RawSample(time_s, image)))
+        self.stats.dropped_samples = self.queue.dropped
+
+
+@dataclass
+class WhipSession:
+    session_id: str
+    stream_id: str
+    pc: RTCPeerConnection
+    video: asyncio.Future[MediaStreamTrack]
+    sinks: list[MediaBlackhole] = field(default_factory=list)
+    tasks: set[asyncio.Future[None]] = field(default_factory=set)
+
+    async def close(self) -> None:
+        for sink in self.sinks:
+            await sink.stop()
+        await self.pc.close()
+
+
+async def answer_offer(stream_id: str, sdp: str) -> tuple[WhipSession, str]:
+    """Accept a WHIP offer: returns the session (its video track arrives on ``video``)."""
+    check_offer(sdp)
+    pc = RTCPeerConnection()
+    video: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
+    session = WhipSession(secrets.token_hex(8), stream_id, pc, video)
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        if track.kind == "video" and not video.done():
+            video.set_result(track)
+        else:  # audio (and extra video) is drained so aiortc's queues never grow
+            sink = MediaBlackhole()
+            sink.addTrack(track)
+            session.sinks.append(sink)
+            session.tasks.add(asyncio.ensure_future(sink.start()))
+
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        await pc.close()
+        raise WhipError(f"malformed SDP offer: {error}", 400) from None
+    if not video.done():
+        await pc.close()
+        raise WhipError("the offer has no video track", 422)
+    return session, pc.localDescription.sdp

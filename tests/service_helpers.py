@@ -1,0 +1,112 @@
+"""A running ``streamwarden serve`` for tests, and small HTTP/Kafka helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer
+
+from tests.helpers import CLI, REPO, child_env, unique
+
+
+@dataclass
+class RunningService:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    env: dict[str, str]
+    log_path: Path
+
+    def token(self, role: str) -> str:
+        return self.env[f"STREAMWARDEN_DEV_TOKEN_{role.upper()}"]
+
+    def headers(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(role)}"}
+
+    @property
+    def flags_topic(self) -> str:
+        return self.env["STREAMWARDEN_KAFKA__FLAGS_TOPIC"]
+
+    @property
+    def events_topic(self) -> str:
+        return self.env["STREAMWARDEN_INGEST__EVENTS_TOPIC"]
+
+    @property
+    def bootstrap(self) -> str:
+        return self.env["STREAMWARDEN_KAFKA__BOOTSTRAP_SERVERS"]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 40) -> tuple[int, float]:
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        return code, time.monotonic() - started
+
+
+def start_service(stack_env: dict[str, str], tmp_path: Path, **overrides: str) -> RunningService:
+    env = child_env(stack_env, tmp_path,
+                    STREAMWARDEN_KAFKA__FLAGS_TOPIC=unique("flags"),
+                    STREAMWARDEN_INGEST__EVENTS_TOPIC=unique("events"),
+                    STREAMWARDEN_INGEST__STATE_DIR=str(tmp_path / "state"),
+                    STREAMWARDEN_POLICY__REVIEW_THRESHOLD="0",
+                    STREAMWARDEN_SOURCE__READ_TIMEOUT_S="2", **overrides)
+    log_path = tmp_path / "serve.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen([*CLI, "serve"], env=env, cwd=REPO, stdout=log,
+                               stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while "listening on" not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"serve did not start:\n{log_path.read_text()}")
+        time.sleep(0.1)
+    return RunningService(process, f"http://127.0.0.1:{env['STREAMWARDEN_API__PORT']}", env,
+                          log_path)
+
+
+async def request(method: str, url: str, *, headers: dict[str, str] | None = None,
+                  json_body: Any = None, data: Any = None,
+                  content_type: str | None = None) -> tuple[int, Any, dict[str, str]]:
+    all_headers = dict(headers or {})
+    if content_type:
+        all_headers["Content-Type"] = content_type
+    async with aiohttp.ClientSession() as session, session.request(
+        method, url, headers=all_headers, json=json_body, data=data,
+        timeout=aiohttp.ClientTimeout(total=30),
+    ) as response:
+        text = await response.text()
+        try:
+            body: Any = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            body = text
+        return response.status, body, dict(response.headers)
+
+
+async def wait_for_messages(bootstrap: str, topic: str,
+                            done: Callable[[list[dict[str, Any]]], bool],
+                            timeout: float = 60) -> list[dict[str, Any]]:  # noqa: ASYNC109
+    """Read ``topic`` from the start until ``done(messages)`` holds."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=unique("t"),
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    messages: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while not done(messages):
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    messages.extend(json.loads(r.value) for r in records)
+    except TimeoutError:
+        raise AssertionError(f"condition not met on {topic}; saw {messages[-20:]}") from None
+    finally:
+        await consumer.stop()
+    return messages
