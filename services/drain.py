@@ -24,6 +24,8 @@ class SpoolDrainer(ABC):
     """
 
     name = "drainer"
+    #: Entries read from disk and handed to ``deliver_many`` at a time.
+    chunk_size = 64
 
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
@@ -75,18 +77,46 @@ class SpoolDrainer(ABC):
                 await asyncio.sleep(backoff.next_delay())
 
     async def _drain_once(self) -> bool:
-        for entry in self.spool.pending():
+        """Deliver what is pending, a chunk at a time; False if the remote is down."""
+        ids = self.spool.pending_ids()
+        for start in range(0, len(ids), self.chunk_size):
+            chunk = ids[start : start + self.chunk_size]
+            entries = await asyncio.to_thread(self._load, chunk)
+            if not await self._deliver_chunk(entries):
+                return False
+        return True
+
+    def _load(self, ids: list[str]) -> list[SpoolEntry]:
+        return [entry for entry in map(self.spool.load, ids) if entry is not None]
+
+    async def _deliver_chunk(self, entries: list[SpoolEntry]) -> bool:
+        outcomes = await self.deliver_many(entries)
+        for entry, error in zip(entries, outcomes, strict=True):
+            if error is None:
+                self.spool.remove(entry.item_id)
+            elif not error.retriable:
+                self._set_aside(entry, error)
+        retry = [error for error in outcomes if error is not None and error.retriable]
+        if retry:
+            self.failed += 1
+            log.warning("%s: delivery failed, will retry: %s", self.name, retry[0])
+            return False
+        return True
+
+    async def deliver_many(self, entries: list[SpoolEntry]) -> list[StreamWardenError | None]:
+        """Deliver a chunk; one outcome per entry (None = delivered). Sequential by default."""
+        outcomes: list[StreamWardenError | None] = []
+        for index, entry in enumerate(entries):
             try:
                 await self.deliver(entry)
             except StreamWardenError as error:
-                if error.retriable:
-                    self.failed += 1
-                    log.warning("%s: delivery failed, will retry: %s", self.name, error)
-                    return False
-                self._set_aside(entry, error)
+                outcomes.append(error)
+                if error.retriable:  # the remote is down: the rest would fail the same way
+                    outcomes.extend([error] * (len(entries) - index - 1))
+                    break
                 continue
-            self.spool.remove(entry.item_id)
-        return True
+            outcomes.append(None)
+        return outcomes
 
     def _set_aside(self, entry: SpoolEntry, error: StreamWardenError) -> None:
         self.poisoned += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka import AIOKafkaProducer
@@ -9,7 +10,7 @@ from aiokafka.errors import KafkaError
 
 from services.config import KafkaSettings
 from services.drain import SpoolDrainer
-from services.errors import BrokerUnavailable
+from services.errors import BrokerUnavailable, StreamWardenError
 from services.spool import Spool, SpoolEntry
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,25 @@ class SpooledKafkaPublisher(SpoolDrainer):
         except (KafkaError, OSError) as error:
             message = f"{self.name}: message {entry.item_id} failed: {error}"
             raise BrokerUnavailable(message) from None
+
+    async def deliver_many(self, entries: list[SpoolEntry]) -> list[StreamWardenError | None]:
+        """Pipelined: enqueue the whole chunk, then wait for every ack."""
+        try:
+            producer = await self._connected()
+        except BrokerUnavailable as error:
+            return [error] * len(entries)
+        try:
+            futures = [await producer.send(entry.meta["topic"], value=entry.body,
+                                           key=entry.meta["key"].encode(),
+                                           headers=[("message-id", entry.item_id.encode())])
+                       for entry in entries]
+        except (KafkaError, OSError) as error:
+            failure = BrokerUnavailable(f"{self.name}: enqueue failed: {error}")
+            return [failure] * len(entries)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        return [None if not isinstance(result, BaseException)
+                else BrokerUnavailable(f"{self.name}: {entry.item_id}: {result}")
+                for entry, result in zip(entries, results, strict=True)]
 
     async def close(self) -> None:
         if self._producer is not None:

@@ -104,10 +104,20 @@ class Spool:
         os.replace(temp, path)
 
     def pending(self) -> list[SpoolEntry]:
-        """Pending entries, oldest first."""
+        """Pending entries, oldest first (reads every body: for small spools and tests)."""
+        return [entry for entry in map(self.load, self.pending_ids()) if entry]
+
+    def pending_ids(self) -> list[str]:
+        """Ids of pending entries, oldest first, without reading them."""
         with self._lock:
             snapshot = sorted(self._index.items(), key=lambda pair: pair[1].name)
-        return [entry for entry in (self._read(i, p) for i, p in snapshot) if entry]
+        return [item_id for item_id, _ in snapshot]
+
+    def load(self, item_id: str) -> SpoolEntry | None:
+        """One entry from disk; None if it was delivered meanwhile."""
+        with self._lock:
+            path = self._index.get(item_id)
+        return None if path is None else self._read(item_id, path)
 
     def _read(self, item_id: str, path: Path) -> SpoolEntry | None:
         try:

@@ -21,6 +21,8 @@ class StreamStats:
     flags: int = 0
     reconnects: int = 0
     last_error: str | None = None
+    #: Seconds from a sample leaving the decoder to its decision (last sample).
+    decision_delay_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -60,6 +60,7 @@ def start_service(stack_env: dict[str, str], tmp_path: Path, **overrides: str) -
                     STREAMWARDEN_INGEST__STATE_DIR=str(tmp_path / "state"),
                     STREAMWARDEN_POLICY__REVIEW_THRESHOLD="0",
                     STREAMWARDEN_SOURCE__READ_TIMEOUT_S="2", **overrides)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     log_path = tmp_path / "serve.log"
     log = log_path.open("wb")
     process = subprocess.Popen([*CLI, "serve"], env=env, cwd=REPO, stdout=log,

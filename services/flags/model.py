@@ -38,6 +38,8 @@ class Flag:
     scores: dict[str, float]
     decision: Decision
     snapshot: str
+    #: The frame's time on the source's own clock (RTMP: since the publish started).
+    source_time: float | None = None
     models: list[ModelRef] = field(default_factory=list)
     model_scores: dict[str, float] = field(default_factory=dict)
     segments: list[str] = field(default_factory=list)
@@ -48,4 +50,6 @@ class Flag:
         body["schema_version"] = SCHEMA_VERSION
         body["detected_at"] = self.detected_at.astimezone(UTC).isoformat(timespec="milliseconds")
         body["stream_time"] = round(self.stream_time, 3)
+        if self.source_time is not None:
+            body["source_time"] = round(self.source_time, 3)
         return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()

@@ -19,6 +19,7 @@ from services.ingest.pyav_reader import FrameReader, RawSample, is_local_path
 from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
 from services.stats import StreamStats
+from services.threads import run_in_own_thread
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class Sample:
 
     stream_time: float
     image: RawSample
+    #: Wall-clock time the frame left the decoder (for latency metrics).
+    received_at: float = 0.0
 
 
 class StreamSource:
@@ -87,7 +90,7 @@ class StreamSource:
         while not self._stopping.is_set():
             reader = self._new_reader()
             try:
-                await asyncio.to_thread(reader.run)
+                await run_in_own_thread(reader.run, f"reader:{self.url[-40:]}")
             except SourceError as error:
                 if reader.received_any:
                     backoff.reset()
@@ -107,7 +110,7 @@ class StreamSource:
         self._clock.reconnected()
 
         def emit(raw: RawSample) -> None:
-            sample = Sample(self._clock.session_time(raw.time_s), raw)
+            sample = Sample(self._clock.session_time(raw.time_s), raw, time.time())
             self.stats.samples += 1
             if self.backpressure:
                 asyncio.run_coroutine_threadsafe(self.queue.put(sample), loop).result()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import secrets
 from dataclasses import dataclass, field
 
@@ -94,7 +95,7 @@ class WebRtcSource:
             return
         image = await asyncio.to_thread(frame.to_ndarray, format="bgr24")  # type: ignore[attr-defined]
         self.stats.samples += 1
-        self.queue.offer(Sample(time_s - self._origin, RawSample(time_s, image)))
+        self.queue.offer(Sample(time_s - self._origin, RawSample(time_s, image), time.time()))
         self.stats.dropped_samples = self.queue.dropped
 
 

