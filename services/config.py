@@ -60,7 +60,9 @@ class SamplingSettings(BaseModel):
     model_config = _Frozen  # type: ignore[assignment]
     interval_s: float = Field(2.0, gt=0, le=3600)
     #: Frames waiting for the classifier, per stream; the oldest is dropped when full.
-    queue_size: int = Field(4, ge=1, le=1024)
+    #: Small on purpose: under overload a stale sample is dropped rather than judged late
+    #: (2 samples at a 2 s interval bound the backlog to ~4 s).
+    queue_size: int = Field(2, ge=1, le=1024)
     #: Mean absolute difference (0-255) of 32x18 greyscale thumbnails under which a
     #: sample reuses the previous scores instead of running the model; 0 disables.
     dedup_threshold: float = Field(2.0, ge=0, le=255)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import secrets
+import time
 from dataclasses import dataclass, field
 
 import aioice.ice
