@@ -21,7 +21,7 @@ SKIMAGE_PICTURES = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohi
                     "moon", "text", "motorcycle_left", "brick", "grass", "gravel")
 LAVFI_SOURCES = ("testsrc2=size=640x360:rate=1", "mandelbrot=size=640x360:rate=1",
                  "smptehdbars=size=640x360:rate=1", "cellauto=size=640x360:rate=1:seed=7",
-                 "life=size=640x360:rate=1:mold=10:seed=7", "gradients=size=640x360:rate=1:seed=7")
+                 "life=size=640x360:rate=1:mold=10:seed=7", "rgbtestsrc=size=640x360:rate=1")
 
 
 def skimage_pictures() -> list[tuple[str, Image]]:

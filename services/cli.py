@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamwarden", description=__doc__)
     parser.add_argument("--version", action="version", version=f"streamwarden {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--log-json", action="store_true",
+                        help="structured logs: one JSON object per line, with stream_id")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run(commands)
     _add_flags(commands)
@@ -71,9 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(debug: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="streamwarden: %(message)s", stream=sys.stderr)
+def _configure_logging(debug: bool, json_lines: bool) -> None:
+    from services.observability import configure_logging
+
+    configure_logging(logging.DEBUG if debug else logging.INFO if json_lines else logging.WARNING,
+                      json_lines)
     if not debug:
         # Our drainers report broker trouble once, in one line; aiokafka would repeat it.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -93,7 +97,7 @@ async def _with_signals(main: Any, on_signal: Any) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(args.debug)
+    _configure_logging(args.debug, args.log_json)
     try:
         return _dispatch(args)
     except StreamWardenError as error:

@@ -128,7 +128,7 @@ class ApiSettings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     #: Largest request body accepted (log batches, SDP offers, registrations).
     max_body_bytes: int = Field(1 << 20, ge=1024)
-    #: Bearer token -> role (platform, moderator, investigator, admin, edge).
+    #: Bearer token -> role (platform, moderator, investigator, admin, edge, metrics).
     tokens: dict[str, str] = Field(default_factory=dict)
     #: Secret that signs stream keys (HMAC-SHA256). Rotate by issuing new keys.
     key_secret: str = ""
@@ -142,7 +142,7 @@ class ApiSettings(BaseModel):
     @field_validator("tokens")
     @classmethod
     def _roles_known(cls, value: dict[str, str]) -> dict[str, str]:
-        known = {"platform", "moderator", "investigator", "admin", "edge"}
+        known = {"platform", "moderator", "investigator", "admin", "edge", "metrics"}
         bad = sorted({role for role in value.values() if role not in known})
         if bad:
             raise ValueError(f"unknown roles {bad}; use {sorted(known)}")

@@ -150,5 +150,13 @@ class Spool:
             self._replay_ids.discard(item_id)
         path.rename(path.with_suffix(".poison"))
 
+    def oldest_age_s(self) -> float:
+        """Seconds the oldest pending item has waited (0 when empty)."""
+        with self._lock:
+            if not self._index:
+                return 0.0
+            oldest = min(path.name for path in self._index.values())
+        return max(0.0, (time.time_ns() - int(oldest.split("-", 1)[0])) / 1e9)
+
     def __len__(self) -> int:
         return len(self._index)

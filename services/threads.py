@@ -8,6 +8,7 @@ reader gets its own thread instead, bridged back with a future.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -35,5 +36,6 @@ async def run_in_own_thread(job: Callable[[], T], name: str) -> T:
         else:
             loop.call_soon_threadsafe(settle, result, None)
 
-    threading.Thread(target=target, name=name, daemon=True).start()
+    context = contextvars.copy_context()  # log lines in the thread keep the stream id
+    threading.Thread(target=context.run, args=(target,), name=name, daemon=True).start()
     return await future

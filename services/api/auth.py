@@ -12,7 +12,7 @@ from aiohttp import web
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ROLES = ("platform", "moderator", "investigator", "admin", "edge")
+ROLES = ("platform", "moderator", "investigator", "admin", "edge", "metrics")
 _ROLES_ATTR = "_streamwarden_roles"
 ROLE_KEY: web.RequestKey[str] = web.RequestKey("role", str)
 

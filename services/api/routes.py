@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from services.api.auth import auth_middleware, requires
@@ -11,6 +13,7 @@ from services.errors import InvalidStreamId
 from services.ids import validate_id
 from services.ingest.keys import KeyRefused
 from services.ingest.registry import RegistryError, parse_registration
+from services.observability import exposition
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
 
@@ -28,6 +31,13 @@ async def readyz(request: web.Request) -> web.Response:
     if not service.accepting:
         return web.json_response({"status": "shutting down"}, status=503)
     return web.json_response({"status": "ready", "streams": len(service.supervisor.watches)})
+
+
+@requires("admin", "metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = await asyncio.to_thread(exposition)
+    return web.Response(body=body, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Version": "0.0.4"})
 
 
 @requires("platform", "admin")
@@ -127,7 +137,7 @@ def build_app(service: Service) -> web.Application:
                                        auth_middleware(service.settings.api.tokens)])
     app[SERVICE] = service
     app.add_routes([
-        web.get("/healthz", healthz), web.get("/readyz", readyz),
+        web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics),
         web.post("/v1/streams", register_stream), web.get("/v1/streams", list_streams),
         web.get("/v1/streams/{stream_id}", get_stream),
         web.delete("/v1/streams/{stream_id}", delete_stream),

@@ -16,9 +16,11 @@ from services.ingest.keys import KeyClaims, StreamKeys
 from services.ingest.registry import RegistryError, StreamRecord, StreamRegistry
 from services.ingest.supervisor import StreamSupervisor
 from services.ingest.webrtc import WebRtcSource, WhipSession, answer_offer
+from services.observability import ServiceCollector
 from services.pipeline.stream import Source
 from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
+from services.spool import Spool
 from services.stats import StreamStats
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,18 @@ class Service:
         return cls(settings, app, StreamRegistry(state / "streams.json",
                                                  settings.ingest.max_streams),
                    StreamKeys(settings.api.key_secret, revoked), StreamSupervisor(app))
+
+    def collector(self) -> ServiceCollector:
+        """Prometheus view of this service's streams and spools."""
+        def streams() -> list[tuple[str, str, StreamStats, int]]:
+            return [(sid, w.state, w.pipeline.stats, w.pipeline.queued)
+                    for sid, w in self.supervisor.watches.items()]
+
+        def spools() -> dict[str, Spool]:
+            return {"flags": self.app.publisher.spool, "events": self.app.event_publisher.spool,
+                    "snapshots": self.app.uploader.spool}
+
+        return ServiceCollector(streams, spools)
 
     def resume_registered(self) -> None:
         """Watch again every pull registration that survived a restart."""

@@ -22,6 +22,7 @@ from models.runtime import ModelRuntime, Prediction
 from services.classify.batcher import MicroBatcher
 from services.config import ModelSettings
 from services.flags.model import ModelRef
+from services.observability import INFERENCE_BATCH, INFERENCE_SECONDS
 from services.policy.policy import PolicyConfig, Thresholds
 
 
@@ -111,7 +112,10 @@ class Classifier:
     def _infer_blocking(self, images: Sequence[Image]) -> list[Scored]:
         started = time.perf_counter()
         per_runtime = [runtime.predict(images) for runtime in self._runtimes]
-        share = (time.perf_counter() - started) / max(len(images), 1)
+        elapsed = time.perf_counter() - started
+        INFERENCE_SECONDS.observe(elapsed)
+        INFERENCE_BATCH.observe(len(images))
+        share = elapsed / max(len(images), 1)
         return [self._combine([preds[i] for preds in per_runtime], share)
                 for i in range(len(images))]
 

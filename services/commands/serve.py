@@ -14,6 +14,7 @@ from services.api.service import Service
 from services.config import load_settings
 from services.errors import ConfigError
 from services.ingest.webrtc import pin_ice_host_addresses
+from services.observability import register
 
 log = logging.getLogger("streamwarden.serve")
 
@@ -33,6 +34,7 @@ async def serve_command(args: argparse.Namespace, with_signals: Any) -> int:
         raise ConfigError("no API tokens configured (STREAMWARDEN_API__TOKENS)")
     pin_ice_host_addresses(settings.api.ice_host_addresses)
     service = Service.build(settings)
+    register(service.collector())
     await service.app.start()
     service.resume_registered()
     host = args.host or settings.api.host

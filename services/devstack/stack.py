@@ -203,7 +203,7 @@ class Stack:
         (self.root / "env").unlink(missing_ok=True)
 
 
-ROLES = ("platform", "moderator", "investigator", "admin", "edge")
+ROLES = ("platform", "moderator", "investigator", "admin", "edge", "metrics")
 
 
 def _new_secrets() -> dict[str, str]:

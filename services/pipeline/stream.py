@@ -17,6 +17,7 @@ from services.flags.model import Flag
 from services.flags.sink import FlagSink
 from services.ids import flag_id
 from services.ingest.source import EndReason, Sample
+from services.observability import DECISION_DELAY, stream_id_var
 from services.policy.policy import (
     Level,
     PolicyConfig,
@@ -89,6 +90,10 @@ class StreamPipeline:
     def stop(self) -> None:
         self._source.stop()
 
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
     def report(self) -> None:
         """A viewer report: sample faster for a while (burst mode)."""
         last_time = self._last[0].stream_time if self._last else 0.0
@@ -96,6 +101,7 @@ class StreamPipeline:
         self._apply_interval(last_time)
 
     async def run(self) -> EndReason:
+        stream_id_var.set(self.identity.stream_id)  # every log line of this task names it
         worker = asyncio.create_task(self._classify_loop(),
                                      name=f"classify:{self.identity.stream_id}")
         try:
@@ -130,7 +136,9 @@ class StreamPipeline:
     async def _after_scores(self, sample: Sample, scored: Scored, reused: bool) -> None:
         self.stats.classified += 1
         if sample.received_at:
-            self.stats.decision_delay_s = round(time.time() - sample.received_at, 3)
+            delay = time.time() - sample.received_at
+            self.stats.decision_delay_s = round(delay, 3)
+            DECISION_DELAY.observe(delay)
         outcome = decide(self._policy_state, scored.per_model, self.policy, sample.stream_time)
         self._policy_state = outcome.state
         self._apply_interval(sample.stream_time)

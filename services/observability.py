@@ -1,0 +1,120 @@
+"""Prometheus metrics and structured JSON logs with the stream id on every line."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from pythonjsonlogger.json import JsonFormatter
+
+from services.spool import Spool
+from services.stats import StreamStats
+
+#: The stream a log line is about; set by each pipeline task and its reader thread.
+stream_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "stream_id", default=None)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+INFERENCE_SECONDS = Histogram(
+    "streamwarden_inference_batch_seconds", "Wall time of one inference batch (all models)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=REGISTRY)
+INFERENCE_BATCH = Histogram(
+    "streamwarden_inference_batch_size", "Samples per inference batch",
+    buckets=(1, 2, 4, 8, 16, 32, 64), registry=REGISTRY)
+DECISION_DELAY = Histogram(
+    "streamwarden_decision_delay_seconds", "From a frame leaving the decoder to its decision",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=REGISTRY)
+
+_COUNTERS = ("packets", "decoded_packets", "corrupt_packets", "samples", "dropped_samples",
+             "classified", "reused", "flags", "reconnects")
+
+
+class ServiceCollector:
+    """Reads live counters at scrape time, so nothing is counted twice."""
+
+    def __init__(self, streams: Callable[[], Iterable[tuple[str, str, StreamStats, int]]],
+                 spools: Callable[[], dict[str, Spool]]) -> None:
+        self._streams = streams
+        self._spools = spools
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._stream_metrics()
+        yield from self._spool_metrics()
+
+    def _stream_metrics(self) -> Iterable[Metric]:
+        counters = {name: CounterMetricFamily(f"streamwarden_stream_{name}",
+                                              f"Per-stream {name.replace('_', ' ')}",
+                                              labels=["stream_id"]) for name in _COUNTERS}
+        depth = GaugeMetricFamily("streamwarden_stream_queue_depth",
+                                  "Samples waiting for the classifier", labels=["stream_id"])
+        states = GaugeMetricFamily("streamwarden_streams", "Watched streams by state",
+                                   labels=["state"])
+        by_state: dict[str, int] = {}
+        for stream_id, state, stats, queued in self._streams():
+            for name, family in counters.items():
+                family.add_metric([stream_id], getattr(stats, name))
+            depth.add_metric([stream_id], queued)
+            by_state[state] = by_state.get(state, 0) + 1
+        for state, count in by_state.items():
+            states.add_metric([state], count)
+        yield from counters.values()
+        yield depth
+        yield states
+
+    def _spool_metrics(self) -> Iterable[Metric]:
+        size = GaugeMetricFamily("streamwarden_spool_bytes", "Bytes waiting in a spool",
+                                 labels=["spool"])
+        items = GaugeMetricFamily("streamwarden_spool_items", "Items waiting in a spool",
+                                  labels=["spool"])
+        age = GaugeMetricFamily("streamwarden_spool_oldest_age_seconds",
+                                "Age of the oldest undelivered item (upload/publish lag)",
+                                labels=["spool"])
+        refused = CounterMetricFamily("streamwarden_spool_rejected_full",
+                                      "Items refused because the spool was full",
+                                      labels=["spool"])
+        for name, spool in self._spools().items():
+            size.add_metric([name], spool.stats.bytes)
+            items.add_metric([name], spool.stats.items)
+            age.add_metric([name], spool.oldest_age_s())
+            refused.add_metric([name], spool.stats.rejected_full)
+        yield from (size, items, age, refused)
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)
+
+
+class _StreamIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "stream_id"):
+            record.stream_id = stream_id_var.get()
+        return True
+
+
+def configure_logging(level: int, json_lines: bool) -> None:
+    """Text for people at a terminal; one JSON object per line for log pipelines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_StreamIdFilter())
+    if json_lines:
+        handler.setFormatter(JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s %(stream_id)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
+    else:
+        handler.setFormatter(logging.Formatter("streamwarden: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def observe_since(histogram: Histogram, started: float) -> None:
+    histogram.observe(time.time() - started)
+
+
+def register(collector: Any) -> None:
+    REGISTRY.register(collector)
