@@ -273,8 +273,9 @@ ROUTES = [
     ("POST", "/v1/rtmp/on_publish_done", {"edge"}),
     ("POST", "/v1/whip/nosuch", {"platform", "admin"}),
     ("DELETE", "/v1/whip/nosuch/session", {"platform", "admin"}),
+    ("GET", "/metrics", {"admin", "metrics"}),
 ]
-ALL_ROLES = ("platform", "moderator", "investigator", "admin", "edge")
+ALL_ROLES = ("platform", "moderator", "investigator", "admin", "edge", "metrics")
 
 
 async def test_auth_matrix(service: RunningService) -> None:
@@ -293,3 +294,35 @@ async def test_auth_matrix(service: RunningService) -> None:
                 assert not refused_by_auth, (method, path, role, status, body)
             else:
                 assert status == 403 and "may not" in str(body), (method, path, role, status)
+
+
+async def test_metrics_parse_and_move_when_streams_flow(service: RunningService) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def scrape() -> dict[str, float]:
+        status, body, _ = await request("GET", f"{service.base_url}/metrics",
+                                        headers=service.headers("metrics"))
+        assert status == 200
+        totals: dict[str, float] = {}
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+        return totals
+
+    assert (await request("GET", f"{service.base_url}/metrics",
+                          headers=service.headers("moderator")))[0] == 403
+    before = await scrape()
+    stream_id = unique("metrics")
+    key = await _issue_key(service, stream_id)
+    publisher = publish_rtmp(key["publish_url"], seconds=10, size="480x270")
+    try:
+        await wait_for_messages(service.bootstrap, service.flags_topic, _flags_for({stream_id}))
+    finally:
+        publisher.kill()
+        publisher.wait()
+    after = await scrape()
+    assert after["streamwarden_stream_classified_total"] > before.get(
+        "streamwarden_stream_classified_total", 0)
+    assert after["streamwarden_inference_batch_seconds_count"] > 0
+    assert "streamwarden_spool_oldest_age_seconds" in after
+    assert "streamwarden_decision_delay_seconds_bucket" in after

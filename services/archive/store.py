@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import io
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -91,10 +93,16 @@ class ObjectStore:
 
     async def put(self, key: str, data: bytes, content_type: str,
                   metadata: dict[str, Any] | None = None) -> StoredObject:
+        # Object Lock needs an integrity header on every upload; minio-py adds
+        # Content-MD5 only over TLS, so send a SHA-256 checksum ourselves (plain-HTTP
+        # endpoints such as an in-cluster MinIO refuse the upload otherwise).
+        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        headers = {**(metadata or {}), "x-amz-checksum-sha256": checksum,
+                   "x-amz-sdk-checksum-algorithm": "SHA256"}
         try:
             result = await asyncio.to_thread(
                 self._client.put_object, self.bucket, key, io.BytesIO(data), len(data),
-                content_type=content_type, metadata=metadata, retention=self.retention(),
+                content_type=content_type, metadata=headers, retention=self.retention(),
             )
         except _S3_ERRORS as error:
             raise _translate(error, f"upload of {key}") from None
@@ -110,6 +118,21 @@ class ObjectStore:
         except _S3_ERRORS as error:
             raise _translate(error, f"stat of {key}") from None
         return True
+
+    async def head(self, key: str) -> dict[str, str]:
+        """Response headers of the current version (lock mode, retain-until, version id)."""
+        try:
+            stat = await asyncio.to_thread(self._client.stat_object, self.bucket, key)
+        except _S3_ERRORS as error:
+            raise _translate(error, f"stat of {key}") from None
+        return {name.lower(): value for name, value in (stat.metadata or {}).items()}
+
+    async def delete_version(self, key: str, version_id: str) -> None:
+        try:
+            await asyncio.to_thread(self._client.remove_object, self.bucket, key,
+                                    version_id=version_id)
+        except _S3_ERRORS as error:
+            raise _translate(error, f"delete of {key}") from None
 
     async def get(self, key: str) -> bytes:
         def read() -> bytes:
