@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from abc import ABC, abstractmethod
 
+from services.background import BackgroundTask
 from services.backoff import Backoff
 from services.errors import StreamWardenError
 from services.spool import Spool, SpoolEntry
@@ -32,21 +32,17 @@ class SpoolDrainer(ABC):
         self.failed = 0
         self.poisoned = 0
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop: BackgroundTask | None = None  # named after the subclass, made at start
         self._pass_done = asyncio.Event()
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=self.name)
+        if self._loop is None:
+            self._loop = BackgroundTask(self._run, self.name)
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
-        await self.close()
+        if self._loop is not None and await self._loop.stop():
+            await self.close()
 
     def notify(self) -> None:
         """Tell the drainer new items are waiting."""

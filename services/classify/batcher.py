@@ -10,12 +10,13 @@ submitter gets ``None``, and the drop is counted per stream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from services.background import BackgroundTask
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -36,22 +37,17 @@ class MicroBatcher(Generic[Item, Result]):
         self.max_wait_s = max_wait_s
         self._pending: dict[str, _Pending[Item, Result]] = {}
         self._arrived = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundTask(self._run, "micro-batcher")
         self.dropped: Counter[str] = Counter()
         self.batches = 0
         self.items = 0
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="micro-batcher")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is None:
+        if not await self._loop.stop():
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
         for pending in self._pending.values():
             pending.future.cancel()
         self._pending.clear()
