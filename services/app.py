@@ -6,7 +6,8 @@ import asyncio
 import logging
 from dataclasses import dataclass, replace
 
-from services.archive.snapshots import SnapshotUploader
+from services.archive.segments import StreamArchive
+from services.archive.snapshots import ObjectUploader
 from services.archive.store import ObjectStore
 from services.classify.classifier import Classifier
 from services.config import Settings, SourceSettings
@@ -40,11 +41,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class DrainReport:
     flags_pending: int
-    snapshots_pending: int
+    objects_pending: int
 
     @property
     def complete(self) -> bool:
-        return self.flags_pending == 0 and self.snapshots_pending == 0
+        return self.flags_pending == 0 and self.objects_pending == 0
 
 
 class ModerationApp:
@@ -60,8 +61,7 @@ class ModerationApp:
         self.event_publisher = SpooledKafkaPublisher(Spool(spool_dir / "events", max_bytes=cap),
                                                      settings.kafka, "event-publisher")
         self.events = EventLog(self.event_publisher, settings.ingest.events_topic)
-        self.uploader = SnapshotUploader(Spool(spool_dir / "snapshots", max_bytes=cap),
-                                         self.store)
+        self.uploader = ObjectUploader(Spool(spool_dir / "objects", max_bytes=cap), self.store)
         self.classifier = Classifier(settings.model)
         self.sink = FlagSink(self.publisher, self.uploader, settings.kafka.flags_topic,
                              settings.s3.bucket)
@@ -100,20 +100,29 @@ class ModerationApp:
         """A pipeline reading a URL or file with PyAV."""
         observer = observer or PipelineObserver()
         settings = source_settings or self.settings.source
+        archive = self.archive_for(identity)
 
         def make_source(sampler: IntervalSampler, stats: StreamStats,
                         queue: LatestQueue[Sample]) -> StreamSource:
             return StreamSource(url, settings, sampler, stats, queue,
                                 notice=observer.on_notice, on_state=on_state or _no_state,
-                                end_on_unpublish=end_on_unpublish)
+                                end_on_unpublish=end_on_unpublish, archive=archive)
 
-        return self.pipeline_from(identity, make_source, observer)
+        return self.pipeline_from(identity, make_source, observer, archive)
+
+    def archive_for(self, identity: StreamIdentity) -> StreamArchive | None:
+        if not self.settings.archive.enabled:
+            return None
+        return StreamArchive(self.settings.archive, self.uploader, self.settings.s3.bucket,
+                             identity.provider_id, identity.stream_id,
+                             asyncio.get_running_loop())
 
     def pipeline_from(self, identity: StreamIdentity, make_source: SourceFactory,
-                      observer: PipelineObserver | None = None) -> StreamPipeline:
+                      observer: PipelineObserver | None = None,
+                      archive: StreamArchive | None = None) -> StreamPipeline:
         """A pipeline over any source (WebRTC tracks, tests)."""
         return StreamPipeline(identity, make_source, self.settings, self.classifier, self.sink,
-                              self.policy_config(), observer)
+                              self.policy_config(), observer, archive)
 
     def _drainers(self) -> tuple[SpoolDrainer, ...]:
         return (self.uploader, self.publisher, self.event_publisher)

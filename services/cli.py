@@ -59,6 +59,15 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument("--port", type=int, default=None, help="port (default api.port)")
 
 
+def _add_archive(commands: Any) -> None:
+    archive = commands.add_parser("archive", help="the stream archive in S3")
+    sub = archive.add_subparsers(dest="archive_command", required=True)
+    verify = sub.add_parser("verify", help="re-read segments, check hashes and the chain")
+    verify.add_argument("stream_id")
+    verify.add_argument("--provider", default="local")
+    verify.add_argument("--session", default=None, help="one session (default: all)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamwarden", description=__doc__)
     parser.add_argument("--version", action="version", version=f"streamwarden {__version__}")
@@ -70,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_flags(commands)
     _add_models(commands)
     _add_serve(commands)
+    _add_archive(commands)
     return parser
 
 
@@ -117,6 +127,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from services.commands.serve import serve_command
 
         return asyncio.run(serve_command(args, _with_signals))
+    if args.command == "archive":
+        from services.commands.archive import verify_command
+
+        return asyncio.run(verify_command(args))
     if args.command == "flags":
         from services.commands.flags_tail import tail_command
 

@@ -46,6 +46,9 @@ class S3Settings(BaseModel):
     #: COMPLIANCE retention applied to every content object (2016 CAC provisions: 60 days).
     retention_days: int = Field(60, ge=1, le=3650)
     timeout_s: float = Field(10.0, gt=0)
+    #: Create the bucket with Object Lock and put retention on every object. Only
+    #: tests that tamper with objects on purpose turn this off.
+    object_lock: bool = True
 
     @field_validator("endpoint")
     @classmethod
@@ -122,6 +125,17 @@ class ModelSettings(BaseModel):
     max_wait_ms: float = Field(20.0, ge=0, le=10_000)
 
 
+class ArchiveSettings(BaseModel):
+    model_config = _Frozen  # type: ignore[assignment]
+    #: Archive every watched stream's packets (remuxed, not re-encoded) to S3.
+    enabled: bool = True
+    #: Cut a segment at the first keyframe after this many seconds.
+    segment_s: float = Field(10.0, gt=0, le=600)
+    #: Flags name the segments covering this much context before and after the moment.
+    window_before_s: float = Field(10.0, ge=0)
+    window_after_s: float = Field(10.0, ge=0)
+
+
 class ApiSettings(BaseModel):
     model_config = _Frozen  # type: ignore[assignment]
     host: str = "127.0.0.1"
@@ -172,6 +186,7 @@ class Settings(BaseSettings):
     source: SourceSettings = SourceSettings()
     spool: SpoolSettings = SpoolSettings()
     model: ModelSettings = ModelSettings()
+    archive: ArchiveSettings = ArchiveSettings()
     api: ApiSettings = ApiSettings()
     ingest: IngestSettings = IngestSettings()
 

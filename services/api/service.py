@@ -53,7 +53,7 @@ class Service:
 
         def spools() -> dict[str, Spool]:
             return {"flags": self.app.publisher.spool, "events": self.app.event_publisher.spool,
-                    "snapshots": self.app.uploader.spool}
+                    "objects": self.app.uploader.spool}
 
         return ServiceCollector(streams, spools)
 

@@ -1,4 +1,4 @@
-"""Snapshot keys and the drainer that uploads spooled snapshots to S3."""
+"""Object keys for snapshots and the drainer that uploads spooled objects to S3."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ def snapshot_key(provider_id: str, stream_id: str, when: datetime, flag_id: str)
     return f"snapshots/{provider_id}/{stream_id}/{when:%Y-%m-%d}/{flag_id}.jpg"
 
 
-class SnapshotUploader(SpoolDrainer):
-    """Drains the snapshot spool into the bucket; no object is uploaded twice."""
+class ObjectUploader(SpoolDrainer):
+    """Drains the object spool (snapshots, segments, manifests) into the bucket;
+    no object is uploaded twice."""
 
-    name = "snapshot-uploader"
+    name = "object-uploader"
 
     def __init__(self, spool: Spool, store: ObjectStore) -> None:
         super().__init__(spool)
@@ -33,5 +34,6 @@ class SnapshotUploader(SpoolDrainer):
             self._attempted.discard(entry.item_id)
             return
         self._attempted.add(entry.item_id)
-        await self.store.put(key, entry.body, "image/jpeg", {"flag-id": entry.item_id})
+        content_type = str(entry.meta.get("content_type", "image/jpeg"))
+        await self.store.put(key, entry.body, content_type, {"x-amz-meta-item": entry.item_id})
         self._attempted.discard(entry.item_id)

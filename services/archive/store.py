@@ -85,7 +85,7 @@ class ObjectStore:
 
     def _ensure_bucket_sync(self) -> None:
         if not self._client.bucket_exists(self.bucket):
-            self._client.make_bucket(self.bucket, object_lock=True)
+            self._client.make_bucket(self.bucket, object_lock=self.settings.object_lock)
 
     def retention(self) -> Retention:
         until = datetime.now(UTC) + timedelta(days=self.settings.retention_days)
@@ -102,7 +102,8 @@ class ObjectStore:
         try:
             result = await asyncio.to_thread(
                 self._client.put_object, self.bucket, key, io.BytesIO(data), len(data),
-                content_type=content_type, metadata=headers, retention=self.retention(),
+                content_type=content_type, metadata=headers,
+                retention=self.retention() if self.settings.object_lock else None,
             )
         except _S3_ERRORS as error:
             raise _translate(error, f"upload of {key}") from None
@@ -131,6 +132,31 @@ class ObjectStore:
         try:
             await asyncio.to_thread(self._client.remove_object, self.bucket, key,
                                     version_id=version_id)
+        except _S3_ERRORS as error:
+            raise _translate(error, f"delete of {key}") from None
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        def names() -> list[str]:
+            return [str(item.object_name)
+                    for item in self._client.list_objects(self.bucket, prefix, recursive=True)]
+
+        try:
+            return await asyncio.to_thread(names)
+        except _S3_ERRORS as error:
+            raise _translate(error, f"listing {prefix}") from None
+
+    async def put_unlocked(self, key: str, data: bytes) -> None:
+        """Overwrite without retention: only possible on a bucket without Object Lock."""
+        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        try:
+            await asyncio.to_thread(self._client.put_object, self.bucket, key, io.BytesIO(data),
+                                    len(data), metadata={"x-amz-checksum-sha256": checksum})
+        except _S3_ERRORS as error:
+            raise _translate(error, f"upload of {key}") from None
+
+    async def remove(self, key: str) -> None:
+        try:
+            await asyncio.to_thread(self._client.remove_object, self.bucket, key)
         except _S3_ERRORS as error:
             raise _translate(error, f"delete of {key}") from None
 

@@ -58,12 +58,12 @@ async def run_command(args: argparse.Namespace, with_signals: Any) -> int:
         "flags_topic": settings.kafka.flags_topic,
         "snapshots": f"s3://{settings.s3.bucket}/snapshots/{identity.provider_id}/{stream_id}/",
         "pending_flags": drained.flags_pending,
-        "pending_snapshots": drained.snapshots_pending,
+        "pending_objects": drained.objects_pending,
     }
     print_json_line("summary", summary)
     if not drained.complete:
         print(f"streamwarden: warning: {drained.flags_pending} flags and "
-              f"{drained.snapshots_pending} snapshots are still spooled in "
+              f"{drained.objects_pending} archive objects are still spooled in "
               f"{settings.spool.dir}; the next run delivers them")
         return EXIT_UNDRAINED
     return 0

@@ -58,6 +58,6 @@ async def _shutdown(service: Service, runner: web.AppRunner) -> None:
     await service.app.stop()
     await runner.cleanup()
     if not report.complete:
-        log.warning("%d flags and %d snapshots stay spooled for the next start",
-                    report.flags_pending, report.snapshots_pending)
+        log.warning("%d flags and %d archive objects stay spooled for the next start",
+                    report.flags_pending, report.objects_pending)
     print("stopped", flush=True)

@@ -7,7 +7,7 @@ import asyncio
 import cv2
 
 from models.preprocess import Image
-from services.archive.snapshots import SnapshotUploader
+from services.archive.snapshots import ObjectUploader
 from services.flags.model import Flag
 from services.kafka_publisher import SpooledKafkaPublisher
 
@@ -24,7 +24,7 @@ def encode_jpeg(image: Image) -> bytes:
 class FlagSink:
     """Once ``submit`` returns, the flag and its snapshot survive a crash or an outage."""
 
-    def __init__(self, publisher: SpooledKafkaPublisher, uploader: SnapshotUploader,
+    def __init__(self, publisher: SpooledKafkaPublisher, uploader: ObjectUploader,
                  topic: str, bucket: str) -> None:
         self.publisher = publisher
         self.uploader = uploader
@@ -37,7 +37,7 @@ class FlagSink:
     async def submit(self, flag: Flag, key: str, image: Image) -> None:
         def persist() -> None:
             jpeg = encode_jpeg(image)
-            self.uploader.spool.put(flag.id, jpeg, {"key": key})
+            self.uploader.spool.put(flag.id, jpeg, {"key": key, "content_type": "image/jpeg"})
             self.publisher.spool.put(flag.id, flag.to_json(),
                                      {"topic": self.topic, "key": flag.stream_id})
 

@@ -17,6 +17,8 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from services.archive.segmenter import Segmenter
+from services.archive.segments import StreamArchive
 from services.config import SourceSettings
 from services.errors import SourceOpenError, SourceStalled, UnsupportedMedia
 from services.sampling.sampler import IntervalSampler
@@ -97,27 +99,33 @@ class FrameReader:
 
     def __init__(self, url: str, settings: SourceSettings, sampler: IntervalSampler,
                  stats: StreamStats, emit: Callable[[RawSample], None],
-                 on_first_packet: Callable[[], None] = lambda: None) -> None:
+                 on_first_packet: Callable[[], None] = lambda: None,
+                 archive: StreamArchive | None = None) -> None:
         self.url = url
         self.settings = settings
         self.sampler = sampler
         self.stats = stats
         self.emit = emit
         self.on_first_packet = on_first_packet
+        self.archive = archive
         self.stop_requested = threading.Event()
         self.received_any = False
 
     def run(self) -> None:
         """Return at end of stream; raise SourceError subclasses on failure."""
         container = open_container(self.url, self.settings)
+        segmenter = None
         try:
             stream = video_stream(container, self.url)
-            self._pump(container, stream)
+            segmenter = self.archive.new_session(stream) if self.archive else None
+            self._pump(container, stream, segmenter)
         finally:
+            if segmenter is not None:
+                segmenter.finish()  # even after a failure: what arrived is archived
             container.close()
 
     def _pump(self, container: av.container.InputContainer,
-              stream: av.video.stream.VideoStream) -> None:
+              stream: av.video.stream.VideoStream, segmenter: Segmenter | None) -> None:
         # A float: Fraction arithmetic per packet is measurable at 60 streams.
         time_base = float(stream.time_base or Fraction(1, 1000))
         context = stream.codec_context
@@ -131,7 +139,12 @@ class FrameReader:
                     self.received_any = True
                     self.on_first_packet()
                 self.stats.packets += 1
-                self._handle(packet, context, time_base)
+                time_s = _packet_time(packet, time_base)
+                if time_s is None:
+                    continue
+                self._handle(packet, time_s, context, time_base)
+                if segmenter is not None:
+                    segmenter.add(packet, time_s)  # after decoding: muxing rewrites it
             self._flush(context, time_base)
         except av.error.ExitError:
             raise SourceStalled(
@@ -140,10 +153,9 @@ class FrameReader:
         except (av.error.FFmpegError, OSError) as error:
             raise SourceOpenError(f"reading {self.url} failed: {_reason(error)}") from None
 
-    def _handle(self, packet: VideoPacket, context: av.VideoCodecContext,
+    def _handle(self, packet: VideoPacket, time_s: float, context: av.VideoCodecContext,
                 time_base: float) -> None:
-        time_s = _packet_time(packet, time_base)
-        if time_s is None or not self.sampler.should_decode(time_s, packet.is_keyframe):
+        if not self.sampler.should_decode(time_s, packet.is_keyframe):
             return
         self.stats.decoded_packets += 1
         try:

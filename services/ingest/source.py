@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from services.archive.segments import StreamArchive
 from services.backoff import Backoff, Deadline
 from services.config import SourceSettings
 from services.errors import SourceError, SourceStalled
@@ -63,7 +64,8 @@ class StreamSource:
                  stats: StreamStats, queue: LatestQueue[Sample],
                  notice: Callable[[str], None] = log.warning,
                  on_state: StateListener = _ignore_state,
-                 end_on_unpublish: bool = True) -> None:
+                 end_on_unpublish: bool = True,
+                 archive: StreamArchive | None = None) -> None:
         self.url = url
         self.settings = settings
         self.sampler = sampler
@@ -75,6 +77,7 @@ class StreamSource:
         self.on_state = on_state
         # A registered stream outlives its publisher: keep retrying until removed.
         self.end_on_unpublish = end_on_unpublish
+        self.archive = archive
         self._reader: FrameReader | None = None
         self._clock = _SessionClock()
         self._stopping = asyncio.Event()
@@ -124,7 +127,7 @@ class StreamSource:
             loop.call_soon_threadsafe(self.on_state, state, None)
 
         self._reader = FrameReader(self.url, self.settings, self.sampler, self.stats, emit,
-                                   on_first_packet=connected)
+                                   on_first_packet=connected, archive=self.archive)
         return self._reader
 
     def _offer(self, sample: Sample) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from services.archive.segments import StreamArchive
 from services.archive.snapshots import snapshot_key
 from services.classify.classifier import Classifier, Scored
 from services.config import Settings
@@ -73,13 +74,15 @@ SourceFactory = Callable[[IntervalSampler, StreamStats, LatestQueue[Sample]], So
 class StreamPipeline:
     def __init__(self, identity: StreamIdentity, make_source: SourceFactory, settings: Settings,
                  classifier: Classifier, sink: FlagSink, policy: PolicyConfig,
-                 observer: PipelineObserver | None = None) -> None:
+                 observer: PipelineObserver | None = None,
+                 archive: StreamArchive | None = None) -> None:
         self.identity = identity
         self.settings = settings
         self.classifier = classifier
         self.sink = sink
         self.policy = policy
         self.observer = observer or PipelineObserver()
+        self.archive = archive
         self.stats = StreamStats()
         self._policy_state = StreamPolicyState()
         self._last: tuple[Reference, Scored] | None = None
@@ -167,6 +170,7 @@ class StreamPipeline:
             scores=scored.fused, model_scores=scored.per_model,
             decision="block" if level is Level.BLOCK else "review",
             snapshot=self.sink.snapshot_uri(key),
+            segments=self.archive.segments_around(sample.image.time_s) if self.archive else [],
         )
         await self.sink.submit(flag, key, sample.image.image)
         self.stats.flags += 1
