@@ -54,13 +54,15 @@ class ModerationApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         spool_dir = settings.spool.dir
-        cap = settings.spool.max_bytes // 3
+        cap = settings.spool.max_bytes // 4
         self.store = ObjectStore(settings.s3)
         self.publisher = SpooledKafkaPublisher(Spool(spool_dir / "flags", max_bytes=cap),
                                                settings.kafka, "flag-publisher")
         self.event_publisher = SpooledKafkaPublisher(Spool(spool_dir / "events", max_bytes=cap),
                                                      settings.kafka, "event-publisher")
         self.events = EventLog(self.event_publisher, settings.ingest.events_topic)
+        self.log_publisher = SpooledKafkaPublisher(Spool(spool_dir / "logs", max_bytes=cap),
+                                                   settings.kafka, "log-publisher")
         self.uploader = ObjectUploader(Spool(spool_dir / "objects", max_bytes=cap), self.store)
         self.classifier = Classifier(settings.model)
         self.sink = FlagSink(self.publisher, self.uploader, settings.kafka.flags_topic,
@@ -73,7 +75,8 @@ class ModerationApp:
             return
         await self.store.ensure_bucket()
         await ensure_topics(self.settings.kafka, [self.settings.kafka.flags_topic,
-                                                  self.settings.ingest.events_topic])
+                                                  self.settings.ingest.events_topic,
+                                                  self.settings.logs.topic])
         for drainer in self._drainers():
             await drainer.start()
             drainer.notify()  # replay what an earlier run left in the spool
@@ -125,7 +128,7 @@ class ModerationApp:
                               self.policy_config(), observer, archive)
 
     def _drainers(self) -> tuple[SpoolDrainer, ...]:
-        return (self.uploader, self.publisher, self.event_publisher)
+        return (self.uploader, self.publisher, self.event_publisher, self.log_publisher)
 
     async def drain(self, timeout_s: float | None = None) -> DrainReport:
         """Wait (bounded) until every accepted flag, snapshot and event has been delivered."""

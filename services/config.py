@@ -136,6 +136,18 @@ class ArchiveSettings(BaseModel):
     window_after_s: float = Field(10.0, ge=0)
 
 
+class LogSettings(BaseModel):
+    model_config = _Frozen  # type: ignore[assignment]
+    topic: str = "streamwarden.userlogs"
+    group_id: str = "streamwarden-log-archiver"
+    #: Run the archiver in `serve` (a deployment may run it on dedicated nodes instead).
+    archiver: bool = True
+    batch_lines: int = Field(5000, ge=1)
+    batch_seconds: float = Field(10.0, gt=0)
+    #: COMPLIANCE retention of user logs (days).
+    retention_days: int = Field(60, ge=1)
+
+
 class ApiSettings(BaseModel):
     model_config = _Frozen  # type: ignore[assignment]
     host: str = "127.0.0.1"
@@ -187,6 +199,7 @@ class Settings(BaseSettings):
     spool: SpoolSettings = SpoolSettings()
     model: ModelSettings = ModelSettings()
     archive: ArchiveSettings = ArchiveSettings()
+    logs: LogSettings = LogSettings()
     api: ApiSettings = ApiSettings()
     ingest: IngestSettings = IngestSettings()
 

@@ -16,6 +16,18 @@ from services.spool import Spool, SpoolEntry
 log = logging.getLogger(__name__)
 
 
+Message = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
+
+
+def _messages(entry: SpoolEntry) -> list[Message]:
+    """One spool entry is one message, or (``jsonl``) one message per line."""
+    topic, key = str(entry.meta["topic"]), str(entry.meta["key"]).encode()
+    if not entry.meta.get("jsonl"):
+        return [(topic, entry.body, key, [("message-id", entry.item_id.encode())])]
+    return [(topic, line, key, [("message-id", entry.item_id.encode())])
+            for line in entry.body.split(b"\n") if line]
+
+
 class SpooledKafkaPublisher(SpoolDrainer):
     """Drains a spool into Kafka. At-least-once; every message carries an id to dedup by."""
 
@@ -65,17 +77,19 @@ class SpooledKafkaPublisher(SpoolDrainer):
         except BrokerUnavailable as error:
             return [error] * len(entries)
         try:
-            futures = [await producer.send(entry.meta["topic"], value=entry.body,
-                                           key=entry.meta["key"].encode(),
-                                           headers=[("message-id", entry.item_id.encode())])
+            pending = [[await producer.send(topic, value=value, key=key, headers=headers)
+                        for topic, value, key, headers in _messages(entry)]
                        for entry in entries]
         except (KafkaError, OSError) as error:
             failure = BrokerUnavailable(f"{self.name}: enqueue failed: {error}")
             return [failure] * len(entries)
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        return [None if not isinstance(result, BaseException)
-                else BrokerUnavailable(f"{self.name}: {entry.item_id}: {result}")
-                for entry, result in zip(entries, results, strict=True)]
+        outcomes: list[StreamWardenError | None] = []
+        for entry, futures in zip(entries, pending, strict=True):
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            outcomes.append(BrokerUnavailable(f"{self.name}: {entry.item_id}: {errors[0]}")
+                            if errors else None)
+        return outcomes
 
     async def close(self) -> None:
         if self._producer is not None:

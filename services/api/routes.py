@@ -13,6 +13,7 @@ from services.errors import InvalidStreamId
 from services.ids import validate_id
 from services.ingest.keys import KeyRefused
 from services.ingest.registry import RegistryError, parse_registration
+from services.logs.lines import parse_lines
 from services.observability import exposition
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
@@ -63,6 +64,19 @@ async def get_stream(request: web.Request) -> web.Response:
 async def delete_stream(request: web.Request) -> web.Response:
     await _service(request).remove(_stream_id(request))
     return web.Response(status=204)
+
+
+@requires("platform", "admin")
+async def post_logs(request: web.Request) -> web.Response:
+    service = _service(request)
+    service.check_accepting()
+    valid, rejected = parse_lines(await request.read())
+    if valid:
+        await service.accept_logs(valid)
+    return web.json_response(
+        {"accepted": len(valid),
+         "rejected": [{"line": r.line, "reason": r.reason} for r in rejected]},
+        status=202 if valid else 400 if rejected else 202)
 
 
 @requires("platform", "admin")
@@ -141,6 +155,7 @@ def build_app(service: Service) -> web.Application:
         web.post("/v1/streams", register_stream), web.get("/v1/streams", list_streams),
         web.get("/v1/streams/{stream_id}", get_stream),
         web.delete("/v1/streams/{stream_id}", delete_stream),
+        web.post("/v1/logs", post_logs),
         web.post("/v1/stream-keys", issue_key), web.delete("/v1/stream-keys/{kid}", revoke_key),
         web.post("/v1/rtmp/on_publish", on_publish),
         web.post("/v1/rtmp/on_publish_done", on_publish_done),

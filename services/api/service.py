@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -65,7 +67,7 @@ class Service:
 
     # --- registry -------------------------------------------------------------------
     def register_pull(self, record: StreamRecord) -> dict[str, Any]:
-        self._check_accepting()
+        self.check_accepting()
         self.registry.add(record)
         return self.supervisor.watch_url(record, retry_forever=True).status()
 
@@ -87,7 +89,7 @@ class Service:
 
     async def accept_publish(self, key: str, address: str) -> KeyClaims:
         """The edge asks whether a publish may start: answer, then start pulling it."""
-        self._check_accepting()
+        self.check_accepting()
         claims = self.keys.verify(key)  # raises KeyRefused
         self._replace_finished(claims.stream_id)
         record = StreamRecord(claims.stream_id, claims.provider_id, claims.host_id,
@@ -112,7 +114,7 @@ class Service:
 
     # --- WHIP -----------------------------------------------------------------------
     async def start_whip(self, stream_id: str, provider_id: str, sdp: str) -> tuple[str, str]:
-        self._check_accepting()
+        self.check_accepting()
         self._replace_finished(stream_id)
         if stream_id in self.registry:
             raise RegistryError(f"stream {stream_id} is already registered", 409)
@@ -139,7 +141,22 @@ class Service:
         if watch is not None and watch.task is not None:
             await watch.task  # the track ended: the pipeline finishes and says "ended"
 
-    def _check_accepting(self) -> None:
+    # --- user logs ----------------------------------------------------------------
+    async def accept_logs(self, lines: list[dict[str, Any]]) -> None:
+        """On disk (one spool item per provider) before the request is answered."""
+        by_provider: dict[str, list[dict[str, Any]]] = {}
+        for line in lines:
+            by_provider.setdefault(str(line["provider_id"]), []).append(line)
+        publisher = self.app.log_publisher
+        for provider, group in by_provider.items():
+            body = b"\n".join(json.dumps(line, sort_keys=True).encode() for line in group)
+            ids = b"".join(str(line["id"]).encode() for line in group)
+            item = hashlib.sha256(ids).hexdigest()
+            meta = {"topic": self.settings.logs.topic, "key": provider, "jsonl": True}
+            await asyncio.to_thread(publisher.spool.put, item[:40], body, meta)
+        publisher.notify()
+
+    def check_accepting(self) -> None:
         if not self.accepting:
             raise RegistryError("the service is shutting down", 503)
 

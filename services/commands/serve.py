@@ -14,6 +14,7 @@ from services.api.service import Service
 from services.config import load_settings
 from services.errors import ConfigError
 from services.ingest.webrtc import pin_ice_host_addresses
+from services.logs.archiver import LogArchiver
 from services.observability import register
 
 log = logging.getLogger("streamwarden.serve")
@@ -36,6 +37,9 @@ async def serve_command(args: argparse.Namespace, with_signals: Any) -> int:
     service = Service.build(settings)
     register(service.collector())
     await service.app.start()
+    archiver = LogArchiver(settings.kafka, settings.logs, service.app.store)
+    if settings.logs.archiver:
+        await archiver.start()
     service.resume_registered()
     host = args.host or settings.api.host
     port = args.port if args.port is not None else settings.api.port
@@ -45,6 +49,7 @@ async def serve_command(args: argparse.Namespace, with_signals: Any) -> int:
     try:
         await with_signals(stop.wait(), stop.set)
     finally:
+        await archiver.stop()
         await _shutdown(service, runner)
     return 0
 

@@ -1,0 +1,1 @@
+"""User and chat logs: intake, validation, archive to S3 partitioned by provider/date/hour."""

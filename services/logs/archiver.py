@@ -1,0 +1,161 @@
+"""Archives user logs from Kafka to S3; offsets are committed only after the upload.
+
+Batches close on size or age. Each batch is split by (provider, date, hour) into
+gzip-compressed JSONL objects with a small user-id index beside each. After every
+object of a batch is stored, a checkpoint object records the batch's last offset,
+then the offsets are committed. A restarted archiver reads the checkpoints and
+skips what was already archived, and drops repeated line ids, so no line is
+stored twice even when it crashed between upload and commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from services.archive.store import ObjectStore
+from services.background import BackgroundTask
+from services.config import KafkaSettings, LogSettings
+from services.errors import BrokerUnavailable, StreamWardenError
+from services.logs.lines import line_id, partition_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    records: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
+    opened: float = field(default_factory=time.monotonic)
+
+
+def encode_group(lines: list[dict[str, Any]]) -> tuple[bytes, bytes]:
+    body = "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines).encode()
+    index = Counter(str(line["user_id"]) for line in lines)
+    return gzip.compress(body, mtime=0), json.dumps(dict(sorted(index.items()))).encode()
+
+
+class LogArchiver:
+    def __init__(self, kafka: KafkaSettings, settings: LogSettings, store: ObjectStore) -> None:
+        self.kafka = kafka
+        self.settings = settings
+        self.store = store
+        self.archived_lines = 0
+        self.duplicates = 0
+        self._consumer: AIOKafkaConsumer | None = None
+        self._loop = BackgroundTask(self._run, "log-archiver")
+        self._done: dict[int, int] = {}  # partition -> last archived offset
+
+    async def start(self) -> None:
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(
+                self.settings.topic, bootstrap_servers=self.kafka.bootstrap_servers,
+                group_id=self.settings.group_id, enable_auto_commit=False,
+                auto_offset_reset="earliest", client_id=f"{self.kafka.client_id}-logs")
+            try:
+                await self._consumer.start()
+            except (KafkaError, OSError) as error:
+                await self._consumer.stop()
+                self._consumer = None
+                raise BrokerUnavailable(f"log archiver: {error}") from None
+        self._loop.start()
+
+    async def stop(self) -> None:
+        await self._loop.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def _run(self) -> None:
+        assert self._consumer is not None  # noqa: S101 - start() made it
+        batches: dict[int, Batch] = defaultdict(Batch)
+        while True:
+            try:
+                fetched = await self._consumer.getmany(timeout_ms=500, max_records=5000)
+            except KafkaError as error:  # broker away: aiokafka reconnects by itself
+                log.warning("log archiver: %s", error)
+                continue
+            for tp, records in fetched.items():
+                batches[tp.partition].records.extend(records)
+            for partition in list(batches):
+                if self._due(batches[partition]):
+                    await self._flush(partition, batches.pop(partition))
+
+    def _due(self, batch: Batch) -> bool:
+        return bool(batch.records) and (
+            len(batch.records) >= self.settings.batch_lines
+            or time.monotonic() - batch.opened >= self.settings.batch_seconds)
+
+    async def _flush(self, partition: int, batch: Batch) -> None:
+        """Store the batch (retrying while S3 is down), checkpoint, then commit."""
+        while True:
+            try:
+                await self._store_batch(partition, batch)
+                break
+            except StreamWardenError as error:
+                if not error.retriable:
+                    raise
+                log.warning("log archiver: storing failed, retrying: %s", error)
+                await asyncio.sleep(2.0)
+        assert self._consumer is not None  # noqa: S101
+        last = batch.records[-1].offset
+        tp = TopicPartition(self.settings.topic, partition)
+        while True:
+            try:
+                await self._consumer.commit({tp: last + 1})
+                return
+            except KafkaError as error:  # the checkpoint already protects against repeats
+                log.warning("log archiver: commit failed, retrying: %s", error)
+                await asyncio.sleep(2.0)
+
+    async def _store_batch(self, partition: int, batch: Batch) -> None:
+        done = await self._archived_upto(partition)
+        fresh = [r for r in batch.records if r.offset > done]
+        if not fresh:
+            return
+        groups, seen = defaultdict(list), set()
+        for record in fresh:
+            try:
+                line = json.loads(record.value or b"")
+                group = partition_of(line)
+            except (json.JSONDecodeError, KeyError, ValueError, TypeError):
+                log.error("log archiver: skipping malformed message at offset %d", record.offset)
+                continue
+            line.setdefault("id", line_id({k: v for k, v in line.items() if k != "id"}))
+            if line["id"] in seen:
+                self.duplicates += 1
+                continue
+            seen.add(line["id"])
+            groups[group].append(line)
+        first, last = fresh[0].offset, fresh[-1].offset
+        for (provider, day, hour), lines in groups.items():
+            name = f"logs/user/{provider}/{day}/{hour}/p{partition}-{first:012d}-{last:012d}"
+            body, index = encode_group(lines)
+            await self._put_once(f"{name}.jsonl.gz", body, "application/gzip")
+            await self._put_once(f"{name}.users.json", index, "application/json")
+            self.archived_lines += len(lines)
+        await self._put_once(self._checkpoint(partition, last), b"", "text/plain")
+        self._done[partition] = last
+
+    async def _put_once(self, key: str, data: bytes, content_type: str) -> None:
+        if not await self.store.exists(key):
+            await self.store.put(key, data, content_type)
+
+    def _checkpoint(self, partition: int, last: int) -> str:
+        return f"logs/user/_checkpoints/{self.settings.topic}/p{partition}/{last:012d}"
+
+    async def _archived_upto(self, partition: int) -> int:
+        if partition not in self._done:
+            prefix = f"logs/user/_checkpoints/{self.settings.topic}/p{partition}/"
+            keys = await self.store.list_keys(prefix)
+            self._done[partition] = max((int(k.rsplit("/", 1)[1]) for k in keys), default=-1)
+        return self._done[partition]
+
