@@ -144,8 +144,8 @@ class LogSettings(BaseModel):
     archiver: bool = True
     batch_lines: int = Field(5000, ge=1)
     batch_seconds: float = Field(10.0, gt=0)
-    #: COMPLIANCE retention of user logs (days).
-    retention_days: int = Field(60, ge=1)
+    #: Recently archived line ids kept to drop lines a producer sent twice.
+    dedup_window: int = Field(200_000, ge=1000)
 
 
 class ApiSettings(BaseModel):

@@ -274,6 +274,7 @@ ROUTES = [
     ("POST", "/v1/whip/nosuch", {"platform", "admin"}),
     ("DELETE", "/v1/whip/nosuch/session", {"platform", "admin"}),
     ("GET", "/metrics", {"admin", "metrics"}),
+    ("POST", "/v1/logs", {"platform", "admin"}),
 ]
 ALL_ROLES = ("platform", "moderator", "investigator", "admin", "edge", "metrics")
 

@@ -4,8 +4,11 @@ Batches close on size or age. Each batch is split by (provider, date, hour) into
 gzip-compressed JSONL objects with a small user-id index beside each. After every
 object of a batch is stored, a checkpoint object records the batch's last offset,
 then the offsets are committed. A restarted archiver reads the checkpoints and
-skips what was already archived, and drops repeated line ids, so no line is
-stored twice even when it crashed between upload and commit.
+skips what was already archived. Lines are delivered at least once (a producer
+that retries resends), so repeated line ids are dropped against a bounded window
+of recently archived ids; each checkpoint stores its batch's ids, so the window
+survives a restart. No line is stored twice, even when the archiver crashed
+between upload and commit.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import gzip
 import json
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +32,9 @@ from services.errors import BrokerUnavailable, StreamWardenError
 from services.logs.lines import line_id, partition_of
 
 log = logging.getLogger(__name__)
+
+#: Checkpoints whose line ids are reloaded per partition after a restart.
+_CHECKPOINTS_RELOADED = 50
 
 
 @dataclass
@@ -53,6 +59,7 @@ class LogArchiver:
         self._consumer: AIOKafkaConsumer | None = None
         self._loop = BackgroundTask(self._run, "log-archiver")
         self._done: dict[int, int] = {}  # partition -> last archived offset
+        self._recent: OrderedDict[str, None] = OrderedDict()  # bounded window of line ids
 
     async def start(self) -> None:
         if self._consumer is None:
@@ -130,7 +137,7 @@ class LogArchiver:
                 log.error("log archiver: skipping malformed message at offset %d", record.offset)
                 continue
             line.setdefault("id", line_id({k: v for k, v in line.items() if k != "id"}))
-            if line["id"] in seen:
+            if line["id"] in seen or line["id"] in self._recent:
                 self.duplicates += 1
                 continue
             seen.add(line["id"])
@@ -142,8 +149,17 @@ class LogArchiver:
             await self._put_once(f"{name}.jsonl.gz", body, "application/gzip")
             await self._put_once(f"{name}.users.json", index, "application/json")
             self.archived_lines += len(lines)
-        await self._put_once(self._checkpoint(partition, last), b"", "text/plain")
+        ids = sorted(seen)
+        await self._put_once(self._checkpoint(partition, last),
+                             gzip.compress("\n".join(ids).encode(), mtime=0), "application/gzip")
+        self._remember(ids)
         self._done[partition] = last
+
+    def _remember(self, ids: list[str]) -> None:
+        for item in ids:
+            self._recent[item] = None
+        while len(self._recent) > self.settings.dedup_window:
+            self._recent.popitem(last=False)
 
     async def _put_once(self, key: str, data: bytes, content_type: str) -> None:
         if not await self.store.exists(key):
@@ -153,9 +169,13 @@ class LogArchiver:
         return f"logs/user/_checkpoints/{self.settings.topic}/p{partition}/{last:012d}"
 
     async def _archived_upto(self, partition: int) -> int:
+        """Last archived offset; on first use also reloads the recent ids of the partition."""
         if partition not in self._done:
             prefix = f"logs/user/_checkpoints/{self.settings.topic}/p{partition}/"
-            keys = await self.store.list_keys(prefix)
-            self._done[partition] = max((int(k.rsplit("/", 1)[1]) for k in keys), default=-1)
+            keys = sorted(await self.store.list_keys(prefix))
+            for key in keys[-_CHECKPOINTS_RELOADED:]:
+                body = await self.store.get(key)
+                self._remember(gzip.decompress(body).decode().split() if body else [])
+            self._done[partition] = int(keys[-1].rsplit("/", 1)[1]) if keys else -1
         return self._done[partition]
 
