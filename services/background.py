@@ -14,10 +14,6 @@ class BackgroundTask:
         self._name = name
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._task is not None
-
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._work(), name=self._name)

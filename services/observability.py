@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -110,10 +109,6 @@ def configure_logging(level: int, json_lines: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-
-
-def observe_since(histogram: Histogram, started: float) -> None:
-    histogram.observe(time.time() - started)
 
 
 def register(collector: Any) -> None:

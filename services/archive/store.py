@@ -29,9 +29,6 @@ class StoredObject:
     key: str
     version_id: str | None
 
-    def uri(self, bucket: str) -> str:
-        return f"s3://{bucket}/{self.key}"
-
 
 def _client(settings: S3Settings) -> Minio:
     parts = urlsplit(settings.endpoint)
