@@ -108,11 +108,15 @@ class Stack:
         api = {"port": free_port()}
         secrets_file = self.root / "secrets.json"
         secrets_file.write_text(json.dumps(_new_secrets()))
-        state = {
-            "kafka": self._start_kafka(),
-            "s3": self._start_s3(),
-            "rtmp": self._start_rtmp(api["port"]),
-        }
+        state: dict[str, dict[str, int]] = {}
+        try:
+            state["kafka"] = self._start_kafka()
+            state["s3"] = self._start_s3()
+            state["rtmp"] = self._start_rtmp(api["port"])
+        except RuntimeError:
+            for entry in state.values():  # a half-started stack leaves nothing running
+                _terminate(entry["pid"])
+            raise
         state["api"] = api
         self.state_file.write_text(json.dumps(state, indent=2))
         self._write_env(state)
