@@ -76,6 +76,7 @@ class Stack:
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
+        self._spawned: list[int] = []
 
     @property
     def state_file(self) -> Path:
@@ -97,6 +98,7 @@ class Stack:
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, cwd=self.root,
         )
+        self._spawned.append(process.pid)
         return process.pid
 
     def up(self) -> None:
@@ -114,8 +116,8 @@ class Stack:
             state["s3"] = self._start_s3()
             state["rtmp"] = self._start_rtmp(api["port"])
         except RuntimeError:
-            for entry in state.values():  # a half-started stack leaves nothing running
-                _terminate(entry["pid"])
+            for pid in self._spawned:  # a half-started stack leaves nothing running
+                _terminate(pid)
             raise
         state["api"] = api
         self.state_file.write_text(json.dumps(state, indent=2))
