@@ -6,8 +6,8 @@ import asyncio
 import logging
 from dataclasses import dataclass, replace
 
+from services.archive.objects import ObjectUploader
 from services.archive.segments import StreamArchive
-from services.archive.snapshots import ObjectUploader
 from services.archive.store import ObjectStore
 from services.classify.classifier import Classifier
 from services.config import Settings, SourceSettings

@@ -55,9 +55,6 @@ class LatestQueue(Generic[T]):
             await self._ready.wait()
         return self._take()
 
-    def get_nowait(self) -> T | None:
-        return self._take() if self._items else None
-
     def _take(self) -> T:
         self._space.set()
         return self._items.popleft()

@@ -148,16 +148,6 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-@contextlib.asynccontextmanager
-async def proxied(port: int) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(port)
-    await proxy.open()
-    try:
-        yield proxy
-    finally:
-        await proxy.cut()
-
-
 def child_env(stack_env: dict[str, str], tmp_path: Path, **overrides: str) -> dict[str, str]:
     env = {**os.environ, **stack_env, "STREAMWARDEN_SPOOL__DIR": str(tmp_path / "spool"),
            "PYTHONPATH": str(REPO)}

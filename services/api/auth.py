@@ -14,7 +14,6 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ROLES = ("platform", "moderator", "investigator", "admin", "edge", "metrics")
 _ROLES_ATTR = "_streamwarden_roles"
-ROLE_KEY: web.RequestKey[str] = web.RequestKey("role", str)
 
 
 def requires(*roles: str) -> Callable[[Handler], Handler]:
@@ -72,7 +71,6 @@ def auth_middleware(tokens: dict[str, str]) -> Any:
         if role not in roles:
             raise web.HTTPForbidden(text=f'{{"error": "role {role} may not do this"}}',
                                     content_type="application/json")
-        request[ROLE_KEY] = role
         return await handler(request)
 
     return middleware

@@ -7,8 +7,8 @@ import logging
 
 import av
 
+from services.archive.objects import ObjectUploader
 from services.archive.segmenter import ArchiveObject, Segmenter, SessionPrefix, new_session_name
-from services.archive.snapshots import ObjectUploader
 from services.config import ArchiveSettings
 from services.errors import SpoolFull
 

@@ -39,8 +39,6 @@ class MicroBatcher(Generic[Item, Result]):
         self._arrived = asyncio.Event()
         self._loop = BackgroundTask(self._run, "micro-batcher")
         self.dropped: Counter[str] = Counter()
-        self.batches = 0
-        self.items = 0
 
     async def start(self) -> None:
         self._loop.start()
@@ -100,8 +98,6 @@ class MicroBatcher(Generic[Item, Result]):
                 if not pending.future.done():
                     pending.future.set_exception(error)
             return
-        self.batches += 1
-        self.items += len(batch)
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)

@@ -7,7 +7,7 @@ import asyncio
 import cv2
 
 from models.preprocess import Image
-from services.archive.snapshots import ObjectUploader
+from services.archive.objects import ObjectUploader
 from services.flags.model import Flag
 from services.kafka_publisher import SpooledKafkaPublisher
 

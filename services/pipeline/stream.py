@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from services.archive.objects import snapshot_key
 from services.archive.segments import StreamArchive
-from services.archive.snapshots import snapshot_key
 from services.classify.classifier import Classifier, Scored
 from services.config import Settings
 from services.flags.model import Flag
