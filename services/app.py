@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, replace
+from typing import Any
 
 from services.archive.objects import ObjectUploader
 from services.archive.segments import StreamArchive
@@ -12,7 +13,7 @@ from services.archive.store import ObjectStore
 from services.classify.classifier import Classifier
 from services.config import Settings, SourceSettings
 from services.drain import SpoolDrainer
-from services.events import EventLog
+from services.events import EventLog, Lifecycle
 from services.flags.sink import FlagSink
 from services.ingest.source import (
     EndReason,
@@ -23,6 +24,7 @@ from services.ingest.source import (
 )
 from services.kafka import ensure_topics
 from services.kafka_publisher import SpooledKafkaPublisher
+from services.logs.oplog import OperationLog
 from services.pipeline.stream import (
     PipelineObserver,
     SourceFactory,
@@ -60,9 +62,10 @@ class ModerationApp:
                                                settings.kafka, "flag-publisher")
         self.event_publisher = SpooledKafkaPublisher(Spool(spool_dir / "events", max_bytes=cap),
                                                      settings.kafka, "event-publisher")
-        self.events = EventLog(self.event_publisher, settings.ingest.events_topic)
         self.log_publisher = SpooledKafkaPublisher(Spool(spool_dir / "logs", max_bytes=cap),
                                                    settings.kafka, "log-publisher")
+        self.oplog = OperationLog(self.log_publisher, settings.logs.access_topic)
+        self.events = EventLog(self.event_publisher, settings.ingest.events_topic, self.oplog)
         self.uploader = ObjectUploader(Spool(spool_dir / "objects", max_bytes=cap), self.store)
         self.classifier = Classifier(settings.model)
         self.sink = FlagSink(self.publisher, self.uploader, settings.kafka.flags_topic,
@@ -76,7 +79,8 @@ class ModerationApp:
         await self.store.ensure_bucket()
         await ensure_topics(self.settings.kafka, [self.settings.kafka.flags_topic,
                                                   self.settings.ingest.events_topic,
-                                                  self.settings.logs.topic])
+                                                  self.settings.logs.topic,
+                                                  self.settings.logs.access_topic])
         for drainer in self._drainers():
             await drainer.start()
             drainer.notify()  # replay what an earlier run left in the spool
@@ -116,9 +120,12 @@ class ModerationApp:
     def archive_for(self, identity: StreamIdentity) -> StreamArchive | None:
         if not self.settings.archive.enabled:
             return None
+        def spool_full(detail: dict[str, Any]) -> None:
+            self.events.emit_soon(identity.stream_id, Lifecycle.ARCHIVE_SPOOL_FULL, **detail)
+
         return StreamArchive(self.settings.archive, self.uploader, self.settings.s3.bucket,
                              identity.provider_id, identity.stream_id,
-                             asyncio.get_running_loop())
+                             asyncio.get_running_loop(), spool_full)
 
     def pipeline_from(self, identity: StreamIdentity, make_source: SourceFactory,
                       observer: PipelineObserver | None = None,

@@ -63,9 +63,17 @@ def _add_archive(commands: Any) -> None:
     archive = commands.add_parser("archive", help="the stream archive in S3")
     sub = archive.add_subparsers(dest="archive_command", required=True)
     verify = sub.add_parser("verify", help="re-read segments, check hashes and the chain")
-    verify.add_argument("stream_id")
-    verify.add_argument("--provider", default="local")
-    verify.add_argument("--session", default=None, help="one session (default: all)")
+    playlist = sub.add_parser("playlist", help="print an HLS playlist of presigned URLs")
+    playlist.add_argument("--expires-s", type=int, default=3600,
+                          help="how long the segment URLs stay valid")
+    hold = sub.add_parser("hold", help="put a stream's objects under legal hold for a case")
+    hold.add_argument("--case", required=True, help="case reference, kept in the hold record")
+    hold.add_argument("--release", action="store_true", help="lift the hold instead")
+    for command in (verify, playlist, hold):
+        command.add_argument("stream_id")
+        command.add_argument("--provider", default="local")
+        command.add_argument("--session", default=None,
+                             help="one session (default: all; playlist: the latest)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,9 +136,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return asyncio.run(serve_command(args, _with_signals))
     if args.command == "archive":
-        from services.commands.archive import verify_command
+        from services.commands.archive import archive_command
 
-        return asyncio.run(verify_command(args))
+        return asyncio.run(archive_command(args))
     if args.command == "flags":
         from services.commands.flags_tail import tail_command
 

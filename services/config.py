@@ -8,6 +8,7 @@ file whose values sit below the environment's.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -136,16 +137,39 @@ class ArchiveSettings(BaseModel):
     window_after_s: float = Field(10.0, ge=0)
 
 
+@dataclass(frozen=True)
+class LogStream:
+    """One archived log: where it is read from, where it goes, how long it is kept."""
+
+    topic: str
+    group_id: str
+    prefix: str
+    retention_days: int
+
+
 class LogSettings(BaseModel):
     model_config = _Frozen  # type: ignore[assignment]
     topic: str = "streamwarden.userlogs"
     group_id: str = "streamwarden-log-archiver"
+    #: User and chat logs (2016 live-streaming provisions: 60 days).
+    user_retention_days: int = Field(60, ge=1, le=3650)
+    #: The service's own access and operation log (network logs: at least six months).
+    access_topic: str = "streamwarden.accesslog"
+    access_group_id: str = "streamwarden-access-archiver"
+    access_retention_days: int = Field(180, ge=1, le=3650)
     #: Run the archiver in `serve` (a deployment may run it on dedicated nodes instead).
     archiver: bool = True
     batch_lines: int = Field(5000, ge=1)
     batch_seconds: float = Field(10.0, gt=0)
     #: Recently archived line ids kept to drop lines a producer sent twice.
     dedup_window: int = Field(200_000, ge=1000)
+
+    def user_log(self) -> LogStream:
+        return LogStream(self.topic, self.group_id, "logs/user", self.user_retention_days)
+
+    def access_log(self) -> LogStream:
+        return LogStream(self.access_topic, self.access_group_id, "logs/access",
+                         self.access_retention_days)
 
 
 class ApiSettings(BaseModel):

@@ -76,3 +76,10 @@ class SpoolFull(StreamWardenError):
     """The local spool reached its size cap; the item was not accepted."""
 
     retriable = True
+
+
+class NotFound(StreamWardenError):
+    """What was asked for does not exist (no archived session, no such object)."""
+
+    status = 404
+    exit_code = 3

@@ -54,12 +54,12 @@ class RunningService:
 
 
 def start_service(stack_env: dict[str, str], tmp_path: Path, **overrides: str) -> RunningService:
-    env = child_env(stack_env, tmp_path,
-                    STREAMWARDEN_KAFKA__FLAGS_TOPIC=unique("flags"),
-                    STREAMWARDEN_INGEST__EVENTS_TOPIC=unique("events"),
-                    STREAMWARDEN_INGEST__STATE_DIR=str(tmp_path / "state"),
-                    STREAMWARDEN_POLICY__REVIEW_THRESHOLD="0",
-                    STREAMWARDEN_SOURCE__READ_TIMEOUT_S="2", **overrides)
+    defaults = {"STREAMWARDEN_KAFKA__FLAGS_TOPIC": unique("flags"),
+                "STREAMWARDEN_INGEST__EVENTS_TOPIC": unique("events"),
+                "STREAMWARDEN_INGEST__STATE_DIR": str(tmp_path / "state"),
+                "STREAMWARDEN_POLICY__REVIEW_THRESHOLD": "0",
+                "STREAMWARDEN_SOURCE__READ_TIMEOUT_S": "2"}
+    env = child_env(stack_env, tmp_path, **{**defaults, **overrides})
     tmp_path.mkdir(parents=True, exist_ok=True)
     log_path = tmp_path / "serve.log"
     log = log_path.open("wb")

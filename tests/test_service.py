@@ -275,6 +275,10 @@ ROUTES = [
     ("DELETE", "/v1/whip/nosuch/session", {"platform", "admin"}),
     ("GET", "/metrics", {"admin", "metrics"}),
     ("POST", "/v1/logs", {"platform", "admin"}),
+    ("GET", "/v1/archive/local/nosuch/sessions", {"moderator", "investigator", "admin"}),
+    ("GET", "/v1/archive/local/nosuch/s1/index.m3u8", {"moderator", "investigator", "admin"}),
+    ("POST", "/v1/archive/holds", {"investigator", "admin"}),
+    ("POST", "/v1/archive/holds/release", {"admin"}),
 ]
 ALL_ROLES = ("platform", "moderator", "investigator", "admin", "edge", "metrics")
 

@@ -9,6 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
+from services.api.access import ACTOR
+from services.logs.oplog import actor_of
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -68,6 +71,7 @@ def auth_middleware(tokens: dict[str, str]) -> Any:
                 text='{"error": "a valid bearer token is required"}',
                 content_type="application/json",
                 headers={"WWW-Authenticate": 'Bearer realm="streamwarden"'})
+        request[ACTOR] = actor_of(role, presented)
         if role not in roles:
             raise web.HTTPForbidden(text=f'{{"error": "role {role} may not do this"}}',
                                     content_type="application/json")

@@ -6,6 +6,8 @@ import asyncio
 
 from aiohttp import web
 
+from services.api.access import access_middleware
+from services.api.archive_routes import add_archive_routes
 from services.api.auth import auth_middleware, requires
 from services.api.errors import error_middleware, json_error
 from services.api.service import Service
@@ -147,7 +149,7 @@ def _stream_id(request: web.Request) -> str:
 
 def build_app(service: Service) -> web.Application:
     app = web.Application(client_max_size=service.settings.api.max_body_bytes,
-                          middlewares=[error_middleware,
+                          middlewares=[access_middleware(service.app.oplog), error_middleware,
                                        auth_middleware(service.settings.api.tokens)])
     app[SERVICE] = service
     app.add_routes([
@@ -162,4 +164,5 @@ def build_app(service: Service) -> web.Application:
         web.post("/v1/whip/{stream_id}", whip_offer),
         web.delete("/v1/whip/{stream_id}/{session}", whip_delete),
     ])
+    add_archive_routes(app, service)
     return app

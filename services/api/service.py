@@ -55,7 +55,7 @@ class Service:
 
         def spools() -> dict[str, Spool]:
             return {"flags": self.app.publisher.spool, "events": self.app.event_publisher.spool,
-                    "objects": self.app.uploader.spool}
+                    "objects": self.app.uploader.spool, "logs": self.app.log_publisher.spool}
 
         return ServiceCollector(streams, spools)
 

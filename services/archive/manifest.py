@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -69,14 +70,20 @@ def parse_manifest(data: bytes) -> list[ManifestEntry]:
     return [ManifestEntry(**item) for item in json.loads(data)["entries"]]
 
 
-def playlist(entries: list[ManifestEntry], complete: bool) -> bytes:
-    """An HLS media playlist whose URIs are relative to the session's folder."""
+def _file_name(key: str) -> str:
+    return key.rsplit("/", 1)[1]
+
+
+def playlist(entries: list[ManifestEntry], complete: bool,
+             uri: Callable[[str], str] = _file_name) -> bytes:
+    """An HLS media playlist; URIs are relative to the session's folder unless ``uri``
+    maps each segment key otherwise (presigned URLs)."""
     longest = max((e.end_s - e.start_s for e in entries), default=1.0)
     lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{math.ceil(longest)}",
              "#EXT-X-MEDIA-SEQUENCE:0",
              f"#EXT-X-PLAYLIST-TYPE:{'VOD' if complete else 'EVENT'}"]
     for entry in entries:
-        lines += [f"#EXTINF:{entry.end_s - entry.start_s:.3f},", entry.key.rsplit("/", 1)[1]]
+        lines += [f"#EXTINF:{entry.end_s - entry.start_s:.3f},", uri(entry.key)]
     if complete:
         lines.append("#EXT-X-ENDLIST")
     return ("\n".join(lines) + "\n").encode()

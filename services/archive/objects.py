@@ -35,5 +35,8 @@ class ObjectUploader(SpoolDrainer):
             return
         self._attempted.add(entry.item_id)
         content_type = str(entry.meta.get("content_type", "image/jpeg"))
-        await self.store.put(key, entry.body, content_type, {"x-amz-meta-item": entry.item_id})
+        headers = {**entry.meta.get("headers", {}), "x-amz-meta-item": entry.item_id}
+        retention = entry.meta.get("retention_days")
+        await self.store.put(key, entry.body, content_type, headers,
+                             int(retention) if retention else None)
         self._attempted.discard(entry.item_id)

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 import av
 
 from services.archive.manifest import ManifestEntry, chain, manifest_json, playlist
+
+#: Metadata header holding a segment's manifest entry.
+ENTRY_HEADER = "x-amz-meta-manifest-entry"
 
 
 def item_id(key: str, version: int = 0) -> str:
@@ -40,6 +44,9 @@ class ArchiveObject:
     key: str
     data: bytes
     content_type: str
+    #: Object metadata; a segment carries its own chained manifest entry, so a session
+    #: cut short by a crash still verifies from its segments alone.
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def new_session_name(now: datetime | None = None) -> str:
@@ -113,7 +120,9 @@ class Segmenter:
             entry = chain(self.entries[-1] if self.entries else None, seq,
                           self.segment_key(seq), self._start, end_s, data)
             self.entries.append(entry)
-        self.publish(ArchiveObject(item_id(entry.key), entry.key, data, "video/mp2t"))
+        self.publish(ArchiveObject(item_id(entry.key), entry.key, data, "video/mp2t",
+                                   {ENTRY_HEADER: json.dumps(asdict(entry),
+                                                             separators=(",", ":"))}))
         if (seq + 1) % self.republish_every == 0:
             self._publish_index(complete=False)
 

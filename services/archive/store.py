@@ -21,7 +21,8 @@ from services.config import S3Settings
 from services.errors import StorageUnavailable, StreamWardenError
 
 # S3 error codes that retrying cannot fix.
-_PERMANENT = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket"}
+_PERMANENT = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket",
+              "NoSuchKey", "NoSuchVersion"}
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,14 @@ class ObjectStore:
         if not self._client.bucket_exists(self.bucket):
             self._client.make_bucket(self.bucket, object_lock=self.settings.object_lock)
 
-    def retention(self) -> Retention:
-        until = datetime.now(UTC) + timedelta(days=self.settings.retention_days)
+    def retention(self, days: int | None = None) -> Retention:
+        until = datetime.now(UTC) + timedelta(days=days or self.settings.retention_days)
         return Retention(COMPLIANCE, until.replace(microsecond=0))
 
     async def put(self, key: str, data: bytes, content_type: str,
-                  metadata: dict[str, Any] | None = None) -> StoredObject:
+                  metadata: dict[str, Any] | None = None,
+                  retention_days: int | None = None) -> StoredObject:
+        """Store under COMPLIANCE retention: the bucket default, or ``retention_days``."""
         # Object Lock needs an integrity header on every upload; minio-py adds
         # Content-MD5 only over TLS, so send a SHA-256 checksum ourselves (plain-HTTP
         # endpoints such as an in-cluster MinIO refuse the upload otherwise).
@@ -100,7 +103,7 @@ class ObjectStore:
             result = await asyncio.to_thread(
                 self._client.put_object, self.bucket, key, io.BytesIO(data), len(data),
                 content_type=content_type, metadata=headers,
-                retention=self.retention() if self.settings.object_lock else None,
+                retention=self.retention(retention_days) if self.settings.object_lock else None,
             )
         except _S3_ERRORS as error:
             raise _translate(error, f"upload of {key}") from None
@@ -125,6 +128,27 @@ class ObjectStore:
             raise _translate(error, f"stat of {key}") from None
         return {name.lower(): value for name, value in (stat.metadata or {}).items()}
 
+    async def set_legal_hold(self, key: str, on: bool) -> None:
+        """Legal hold keeps an object past its retention until a case is closed."""
+        call = self._client.enable_object_legal_hold if on else \
+            self._client.disable_object_legal_hold
+        try:
+            await asyncio.to_thread(call, self.bucket, key)
+        except _S3_ERRORS as error:
+            raise _translate(error, f"legal hold on {key}") from None
+
+    async def legal_hold(self, key: str) -> bool:
+        try:
+            return bool(await asyncio.to_thread(self._client.is_object_legal_hold_enabled,
+                                                self.bucket, key))
+        except _S3_ERRORS as error:
+            raise _translate(error, f"legal hold of {key}") from None
+
+    def presign(self, key: str, expires_s: int) -> str:
+        """A GET URL that works without credentials until it expires (signed locally)."""
+        return self._client.presigned_get_object(self.bucket, key,
+                                                 expires=timedelta(seconds=expires_s))
+
     async def delete_version(self, key: str, version_id: str) -> None:
         try:
             await asyncio.to_thread(self._client.remove_object, self.bucket, key,
@@ -141,6 +165,18 @@ class ObjectStore:
             return await asyncio.to_thread(names)
         except _S3_ERRORS as error:
             raise _translate(error, f"listing {prefix}") from None
+
+    async def list_versions(self, prefix: str) -> list[StoredObject]:
+        """Every stored version under ``prefix`` (a key uploaded twice shows twice)."""
+        def versions() -> list[StoredObject]:
+            return [StoredObject(str(item.object_name), item.version_id)
+                    for item in self._client.list_objects(self.bucket, prefix, recursive=True,
+                                                          include_version=True)]
+
+        try:
+            return await asyncio.to_thread(versions)
+        except _S3_ERRORS as error:
+            raise _translate(error, f"listing versions of {prefix}") from None
 
     async def put_unlocked(self, key: str, data: bytes) -> None:
         """Overwrite without retention: only possible on a bucket without Object Lock."""

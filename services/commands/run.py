@@ -59,6 +59,7 @@ async def run_command(args: argparse.Namespace, with_signals: Any) -> int:
         "snapshots": f"s3://{settings.s3.bucket}/snapshots/{identity.provider_id}/{stream_id}/",
         "pending_flags": drained.flags_pending,
         "pending_objects": drained.objects_pending,
+        "archive_refused": pipeline.archive.refused if pipeline.archive else 0,
     }
     print_json_line("summary", summary)
     if not drained.complete:

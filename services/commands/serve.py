@@ -37,9 +37,11 @@ async def serve_command(args: argparse.Namespace, with_signals: Any) -> int:
     service = Service.build(settings)
     register(service.collector())
     await service.app.start()
-    archiver = LogArchiver(settings.kafka, settings.logs, service.app.store)
+    archivers = [LogArchiver(settings.kafka, settings.logs, service.app.store, stream)
+                 for stream in (settings.logs.user_log(), settings.logs.access_log())]
     if settings.logs.archiver:
-        await archiver.start()
+        for archiver in archivers:
+            await archiver.start()
     service.resume_registered()
     host = args.host or settings.api.host
     port = args.port if args.port is not None else settings.api.port
@@ -49,7 +51,8 @@ async def serve_command(args: argparse.Namespace, with_signals: Any) -> int:
     try:
         await with_signals(stop.wait(), stop.set)
     finally:
-        await archiver.stop()
+        for archiver in archivers:
+            await archiver.stop()
         await _shutdown(service, runner)
     return 0
 

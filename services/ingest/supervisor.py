@@ -54,7 +54,6 @@ class StreamSupervisor:
     def __init__(self, app: ModerationApp) -> None:
         self.app = app
         self.watches: dict[str, Watch] = {}
-        self._background: set[asyncio.Task[Any]] = set()
 
     def watch_url(self, record: StreamRecord, *, retry_forever: bool) -> Watch:
         source = self.app.settings.source
@@ -105,10 +104,8 @@ class StreamSupervisor:
 
     def _emit(self, watch: Watch, kind: Lifecycle, detail: str | None = None) -> None:
         watch.events.append(kind.value)
-        task = asyncio.create_task(self.app.events.emit(
-            watch.record.stream_id, kind, origin=watch.record.origin, reason=detail))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.app.events.emit_soon(watch.record.stream_id, kind, origin=watch.record.origin,
+                                  reason=detail)
 
     async def _run(self, watch: Watch) -> None:
         try:
@@ -144,5 +141,4 @@ class StreamSupervisor:
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.app.events.flush()

@@ -1,4 +1,7 @@
-"""Archives user logs from Kafka to S3; offsets are committed only after the upload.
+"""Archives log lines from Kafka to S3; offsets are committed only after the upload.
+
+One archiver per log stream: user/chat logs (``logs/user``) and the service's own
+access and operation log (``logs/access``), each with its own retention.
 
 Batches close on size or age. Each batch is split by (provider, date, hour) into
 gzip-compressed JSONL objects with a small user-id index beside each. After every
@@ -27,7 +30,7 @@ from aiokafka.errors import KafkaError
 
 from services.archive.store import ObjectStore
 from services.background import BackgroundTask
-from services.config import KafkaSettings, LogSettings
+from services.config import KafkaSettings, LogSettings, LogStream
 from services.errors import BrokerUnavailable, StreamWardenError
 from services.logs.lines import line_id, partition_of
 
@@ -50,22 +53,24 @@ def encode_group(lines: list[dict[str, Any]]) -> tuple[bytes, bytes]:
 
 
 class LogArchiver:
-    def __init__(self, kafka: KafkaSettings, settings: LogSettings, store: ObjectStore) -> None:
+    def __init__(self, kafka: KafkaSettings, settings: LogSettings, store: ObjectStore,
+                 stream: LogStream | None = None) -> None:
         self.kafka = kafka
         self.settings = settings
+        self.stream = stream or settings.user_log()
         self.store = store
         self.archived_lines = 0
         self.duplicates = 0
         self._consumer: AIOKafkaConsumer | None = None
-        self._loop = BackgroundTask(self._run, "log-archiver")
+        self._loop = BackgroundTask(self._run, f"log-archiver:{self.stream.prefix}")
         self._done: dict[int, int] = {}  # partition -> last archived offset
         self._recent: OrderedDict[str, None] = OrderedDict()  # bounded window of line ids
 
     async def start(self) -> None:
         if self._consumer is None:
             self._consumer = AIOKafkaConsumer(
-                self.settings.topic, bootstrap_servers=self.kafka.bootstrap_servers,
-                group_id=self.settings.group_id, enable_auto_commit=False,
+                self.stream.topic, bootstrap_servers=self.kafka.bootstrap_servers,
+                group_id=self.stream.group_id, enable_auto_commit=False,
                 auto_offset_reset="earliest", client_id=f"{self.kafka.client_id}-logs")
             try:
                 await self._consumer.start()
@@ -114,7 +119,7 @@ class LogArchiver:
                 await asyncio.sleep(2.0)
         assert self._consumer is not None  # noqa: S101
         last = batch.records[-1].offset
-        tp = TopicPartition(self.settings.topic, partition)
+        tp = TopicPartition(self.stream.topic, partition)
         while True:
             try:
                 await self._consumer.commit({tp: last + 1})
@@ -144,7 +149,8 @@ class LogArchiver:
             groups[group].append(line)
         first, last = fresh[0].offset, fresh[-1].offset
         for (provider, day, hour), lines in groups.items():
-            name = f"logs/user/{provider}/{day}/{hour}/p{partition}-{first:012d}-{last:012d}"
+            name = (f"{self.stream.prefix}/{provider}/{day}/{hour}/"
+                    f"p{partition}-{first:012d}-{last:012d}")
             body, index = encode_group(lines)
             await self._put_once(f"{name}.jsonl.gz", body, "application/gzip")
             await self._put_once(f"{name}.users.json", index, "application/json")
@@ -163,16 +169,19 @@ class LogArchiver:
 
     async def _put_once(self, key: str, data: bytes, content_type: str) -> None:
         if not await self.store.exists(key):
-            await self.store.put(key, data, content_type)
+            await self.store.put(key, data, content_type,
+                                 retention_days=self.stream.retention_days)
 
     def _checkpoint(self, partition: int, last: int) -> str:
-        return f"logs/user/_checkpoints/{self.settings.topic}/p{partition}/{last:012d}"
+        return f"{self._checkpoints(partition)}{last:012d}"
+
+    def _checkpoints(self, partition: int) -> str:
+        return f"{self.stream.prefix}/_checkpoints/{self.stream.topic}/p{partition}/"
 
     async def _archived_upto(self, partition: int) -> int:
         """Last archived offset; on first use also reloads the recent ids of the partition."""
         if partition not in self._done:
-            prefix = f"logs/user/_checkpoints/{self.settings.topic}/p{partition}/"
-            keys = sorted(await self.store.list_keys(prefix))
+            keys = sorted(await self.store.list_keys(self._checkpoints(partition)))
             for key in keys[-_CHECKPOINTS_RELOADED:]:
                 body = await self.store.get(key)
                 self._remember(gzip.decompress(body).decode().split() if body else [])
