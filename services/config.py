@@ -135,6 +135,13 @@ class ArchiveSettings(BaseModel):
     #: Flags name the segments covering this much context before and after the moment.
     window_before_s: float = Field(10.0, ge=0)
     window_after_s: float = Field(10.0, ge=0)
+    #: WebRTC arrives decoded: it is encoded once (H.264) for the archive at this quality.
+    webrtc_crf: int = Field(28, ge=0, le=51)
+    webrtc_preset: str = "veryfast"
+    webrtc_max_height: int = Field(480, ge=64, le=2160)
+    webrtc_fps: float = Field(15.0, gt=0, le=60)
+    #: Decoded frames waiting for the archive encoder; the newest is dropped when full.
+    webrtc_queue_frames: int = Field(30, ge=1, le=600)
 
 
 @dataclass(frozen=True)

@@ -127,14 +127,49 @@ async def _whip_client(service: RunningService, stream_id: str) -> AsyncIterator
         await pc.close()
 
 
-async def test_whip_stream_is_flagged_and_delete_ends_it(service: RunningService) -> None:
+async def test_whip_stream_is_flagged_archived_and_delete_ends_it(
+    service: RunningService, tmp_path: Path
+) -> None:
     stream_id = unique("whip")
     async with _whip_client(service, stream_id) as resource:
-        await wait_for_messages(service.bootstrap, service.flags_topic, _flags_for({stream_id}))
+        flags = await wait_for_messages(service.bootstrap, service.flags_topic,
+                                        _flags_for({stream_id}, at_least=2))
         status, _, _ = await request("DELETE", resource, headers=service.headers("platform"))
         assert status == 200
     await wait_for_messages(service.bootstrap, service.events_topic,
                             _events(stream_id, "started", "ended"))
+    assert all(f["segments"] for f in flags if f["stream_id"] == stream_id)
+    # WebRTC arrives decoded: the archive holds it encoded once, replayable and verified.
+    body = await _complete_session(service, f"/v1/archive/whip/{stream_id}/sessions")
+    status, text, _ = await request("GET", service.base_url + body["sessions"][0]["playlist"],
+                                    headers=service.headers("investigator"))
+    assert status == 200 and "#EXT-X-ENDLIST" in text, text
+    playlist = tmp_path / "whip.m3u8"
+    await asyncio.to_thread(playlist.write_text, text)
+    probe = await asyncio.to_thread(_probe_video, playlist)
+    assert probe["codec_name"] == "h264" and probe["height"] == "240", probe
+    assert float(probe["duration"]) >= 2
+
+
+async def _complete_session(service: RunningService, path: str) -> Any:
+    """The final manifest reaches S3 through the upload spool: poll until it has."""
+    async with asyncio.timeout(60):
+        while True:
+            status, body, _ = await request("GET", service.base_url + path,
+                                            headers=service.headers("investigator"))
+            assert status == 200, body
+            if body["sessions"] and body["sessions"][0]["complete"]:
+                return body
+            await asyncio.sleep(0.5)
+
+
+def _probe_video(playlist: Path) -> dict[str, str]:
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-protocol_whitelist", "file,http,https,tcp,tls,crypto",
+         "-select_streams", "v:0", "-show_entries", "stream=codec_name,height:format=duration",
+         "-of", "default=noprint_wrappers=1", str(playlist)],
+        capture_output=True, text=True, check=True, timeout=60)
+    return dict(line.split("=", 1) for line in result.stdout.split())
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from services.app import ModerationApp
+from services.archive.recorder import FrameRecorder
 from services.config import Settings
 from services.events import Lifecycle
 from services.ingest.keys import KeyClaims, StreamKeys
@@ -19,7 +20,7 @@ from services.ingest.registry import RegistryError, StreamRecord, StreamRegistry
 from services.ingest.supervisor import StreamSupervisor
 from services.ingest.webrtc import WebRtcSource, WhipSession, answer_offer
 from services.observability import ServiceCollector
-from services.pipeline.stream import Source
+from services.pipeline.stream import Source, StreamIdentity
 from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
 from services.spool import Spool
@@ -122,12 +123,14 @@ class Service:
         track = session.video.result()
         record = StreamRecord(stream_id, provider_id, None, "webrtc", "whip")
         self.registry.add(record)
+        archive = self.app.archive_for(StreamIdentity(stream_id, provider_id, None))
+        recorder = FrameRecorder(archive, self.settings.archive) if archive else None
 
         def make_source(sampler: IntervalSampler, stats: StreamStats,
                         queue: LatestQueue[Any]) -> Source:
-            return WebRtcSource(track, sampler, stats, queue)
+            return WebRtcSource(track, sampler, stats, queue, recorder)
 
-        self.supervisor.watch_source(record, make_source)
+        self.supervisor.watch_source(record, make_source, archive)
         self.whip[session.session_id] = session
         return session.session_id, answer
 

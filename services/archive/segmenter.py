@@ -56,7 +56,7 @@ def new_session_name(now: datetime | None = None) -> str:
 class Segmenter:
     """One session's segments, playlist and manifest."""
 
-    def __init__(self, prefix: SessionPrefix, in_stream: av.video.stream.VideoStream,
+    def __init__(self, prefix: SessionPrefix, in_stream: av.video.stream.VideoStream | None,
                  target_s: float, publish: Callable[[ArchiveObject], None],
                  republish_every: int = 6) -> None:
         self.prefix = prefix
@@ -71,6 +71,7 @@ class Segmenter:
         self._ostream: av.video.stream.VideoStream | None = None
         self._start = 0.0
         self._last = 0.0
+        self._finished = False
 
     def segment_key(self, seq: int) -> str:
         return self.prefix.key(f"{seq:06d}.ts")
@@ -89,6 +90,7 @@ class Segmenter:
 
     def finish(self) -> None:
         """End of session: close the open segment, publish the final playlist/manifest."""
+        self._finished = True
         if self._out is not None:
             self._close(self._last + 1 / 30)
         if self.entries:
@@ -101,10 +103,15 @@ class Segmenter:
             done = [e.key for e in self.entries
                     if e.end_s >= time_s - before_s and e.start_s <= time_s + after_s]
             seq, start = len(self.entries), self._start
-        ahead = max(0, int((time_s + after_s - start) // self.target_s)) if self._out else -1
+        if self._finished:
+            return done
+        # The open segment (or, before the first keyframe, the first one) and those after.
+        ahead = max(0, int((time_s + after_s - start) // self.target_s)) if self._out else 0
         return done + [self.segment_key(seq + n) for n in range(ahead + 1)]
 
     def _open(self, time_s: float) -> None:
+        if self.in_stream is None:
+            raise ValueError("the segmenter's stream is set before the first packet")
         self._buffer = io.BytesIO()
         self._out = av.open(self._buffer, mode="w", format="mpegts")
         self._ostream = self._out.add_stream_from_template(self.in_stream)

@@ -36,8 +36,9 @@ class StreamArchive:
         self.refused = 0
         self._full = False  # one event per episode, not one per refused segment
 
-    def new_session(self, in_stream: av.video.stream.VideoStream) -> Segmenter:
-        """Called by the reader thread for every connection."""
+    def new_session(self, in_stream: av.video.stream.VideoStream | None) -> Segmenter:
+        """Called by the reader thread for every connection (a recorder names its stream
+        later, once its encoder exists)."""
         prefix = SessionPrefix(self.provider_id, self.stream_id, new_session_name())
         self.current = Segmenter(prefix, in_stream, self.settings.segment_s, self.publish)
         return self.current

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.app import ModerationApp
+from services.archive.segments import StreamArchive
 from services.config import SourceSettings
 from services.errors import StreamWardenError
 from services.events import Lifecycle
@@ -66,10 +67,11 @@ class StreamSupervisor:
             source_settings=source, end_on_unpublish=not retry_forever)
         return self._start(record, pipeline, holder)
 
-    def watch_source(self, record: StreamRecord, make_source: SourceFactory) -> Watch:
+    def watch_source(self, record: StreamRecord, make_source: SourceFactory,
+                     archive: StreamArchive | None = None) -> Watch:
         holder: dict[str, Watch] = {}
         pipeline = self.app.pipeline_from(self._identity(record), make_source,
-                                          self._observer(holder))
+                                          self._observer(holder), archive)
         watch = self._start(record, pipeline, holder)
         watch.state = "running"  # a WebRTC track is live once negotiated
         self._emit(watch, Lifecycle.STARTED)

@@ -13,6 +13,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaBlackhole
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from services.archive.recorder import FrameRecorder
 from services.errors import StreamWardenError
 from services.ingest.pyav_reader import RawSample
 from services.ingest.source import EndReason, Sample
@@ -54,8 +55,9 @@ class WebRtcSource:
     """Reads a remote video track; samples by the frames' own timestamps."""
 
     def __init__(self, track: MediaStreamTrack, sampler: IntervalSampler, stats: StreamStats,
-                 queue: LatestQueue[Sample]) -> None:
+                 queue: LatestQueue[Sample], recorder: FrameRecorder | None = None) -> None:
         self.track = track
+        self.recorder = recorder
         self.sampler = sampler
         self.stats = stats
         self.queue = queue
@@ -67,6 +69,8 @@ class WebRtcSource:
 
     async def run(self) -> EndReason:
         stopping = asyncio.ensure_future(self._stopping.wait())
+        if self.recorder is not None:
+            self.recorder.start()
         try:
             while True:
                 receive = asyncio.ensure_future(self.track.recv())
@@ -82,6 +86,8 @@ class WebRtcSource:
                 await self._consider(frame)
         finally:
             stopping.cancel()
+            if self.recorder is not None:
+                await self.recorder.stop()
 
     async def _consider(self, frame: object) -> None:
         pts, time_base = getattr(frame, "pts", None), getattr(frame, "time_base", None)
@@ -89,6 +95,8 @@ class WebRtcSource:
             return
         self.stats.packets += 1
         time_s = float(pts * time_base)
+        if self.recorder is not None:
+            self.recorder.offer(frame, time_s)  # type: ignore[arg-type]
         if self._origin is None:
             self._origin = time_s
         if not self.sampler.take(time_s):
