@@ -72,8 +72,9 @@ class ModerationApp:
                              settings.s3.bucket)
         self._started = False
 
-    async def start(self) -> None:
-        """Check the servers, create topics and bucket, replay spools, load the model."""
+    async def start(self, load_model: bool = True) -> None:
+        """Check the servers, create topics and bucket, replay spools, load the model
+        (API-only nodes do without it)."""
         if self._started:
             return
         await self.store.ensure_bucket()
@@ -84,7 +85,8 @@ class ModerationApp:
         for drainer in self._drainers():
             await drainer.start()
             drainer.notify()  # replay what an earlier run left in the spool
-        await self.classifier.start()
+        if load_model:
+            await self.classifier.start()
         self._started = True
 
     def policy_config(self) -> PolicyConfig:

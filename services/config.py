@@ -211,9 +211,26 @@ class ApiSettings(BaseModel):
 class IngestSettings(BaseModel):
     model_config = _Frozen  # type: ignore[assignment]
     events_topic: str = "streamwarden.events"
-    #: Where the registry and revoked keys are kept between restarts.
+    #: Revoked stream keys are kept here between restarts.
     state_dir: Path = Path(".dev/state")
+    #: Streams one ingest worker watches at most; more assigned ones are refused
+    #: (event ``failed``): add workers or partitions.
     max_streams: int = Field(200, ge=1)
+    #: The desired set of watched streams (compacted, keyed by stream id) and the
+    #: workers' reports of them (compacted): the registry lives in Kafka.
+    streams_topic: str = "streamwarden.streams"
+    status_topic: str = "streamwarden.stream-status"
+    #: Partitions of the streams topic: the most ingest workers that can share work.
+    streams_partitions: int = Field(12, ge=1, le=1000)
+    #: Ingest workers form this consumer group on the streams topic.
+    group_id: str = "streamwarden-ingest"
+    #: A worker silent this long is declared dead and its streams move (Kafka
+    #: session timeout; heartbeats every third of it).
+    session_timeout_ms: int = Field(10_000, ge=3000, le=300_000)
+    #: How often a worker reports each stream's status.
+    status_interval_s: float = Field(5.0, gt=0, le=300)
+    #: Name of this worker in statuses and events; default host name and pid.
+    worker_id: str = ""
     #: Bounded time for SIGTERM: stop accepting, finish samples, flush.
     shutdown_timeout_s: float = Field(20.0, gt=0)
 

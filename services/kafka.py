@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import IllegalStateError, KafkaError, TopicAlreadyExistsError
 
 from services.config import KafkaSettings
 from services.errors import BrokerUnavailable
@@ -13,8 +14,11 @@ from services.errors import BrokerUnavailable
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(settings: KafkaSettings, topics: list[str]) -> None:
-    """Create missing topics; raise BrokerUnavailable if the broker does not answer."""
+async def ensure_topics(settings: KafkaSettings, topics: list[str], *,
+                        partitions: int | None = None, compacted: bool = False) -> None:
+    """Create missing topics; raise BrokerUnavailable if the broker does not answer.
+
+    Compacted topics keep the last value per key (registries, statuses)."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
         client_id=f"{settings.client_id}-admin",
@@ -25,7 +29,9 @@ async def ensure_topics(settings: KafkaSettings, topics: list[str]) -> None:
         existing = set(await admin.list_topics())
         missing = [name for name in topics if name not in existing]
         if missing:
-            new = [NewTopic(name, settings.topic_partitions, 1) for name in missing]
+            configs = {"cleanup.policy": "compact"} if compacted else {}
+            new = [NewTopic(name, partitions or settings.topic_partitions, 1,
+                            topic_configs=configs) for name in missing]
             await _create(admin, new)
     except (KafkaError, OSError) as error:
         raise BrokerUnavailable(
@@ -41,3 +47,25 @@ async def _create(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:
         log.info("created topics %s", [topic.name for topic in topics])
     except TopicAlreadyExistsError:
         pass  # another process won the race
+
+
+class ConsumerLag:
+    """Records a consumer is behind each assigned partition's end, for /metrics."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self.partitions: dict[tuple[str, int], int] = {}
+
+    async def update(self, consumer: AIOKafkaConsumer) -> None:
+        assigned = consumer.assignment()
+        for tp in assigned:
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = await consumer.position(tp)
+            except (KafkaError, IllegalStateError):
+                continue  # mid-rebalance: measured again after the next fetch
+            self.partitions[(tp.topic, tp.partition)] = max(0, high - position)
+        for key in set(self.partitions) - {(tp.topic, tp.partition) for tp in assigned}:
+            del self.partitions[key]

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pythonjsonlogger.json import JsonFormatter
 
+from services.kafka import ConsumerLag
 from services.spool import Spool
 from services.stats import StreamStats
 
@@ -38,13 +39,25 @@ class ServiceCollector:
     """Reads live counters at scrape time, so nothing is counted twice."""
 
     def __init__(self, streams: Callable[[], Iterable[tuple[str, str, StreamStats, int]]],
-                 spools: Callable[[], dict[str, Spool]]) -> None:
+                 spools: Callable[[], dict[str, Spool]],
+                 lags: Callable[[], list[ConsumerLag]] | None = None) -> None:
         self._streams = streams
         self._spools = spools
+        self._lags = lags or list
 
     def collect(self) -> Iterable[Metric]:
         yield from self._stream_metrics()
         yield from self._spool_metrics()
+        yield from self._lag_metrics()
+
+    def _lag_metrics(self) -> Iterable[Metric]:
+        lag = GaugeMetricFamily("streamwarden_consumer_lag",
+                                "Records a consumer group is behind a partition's end",
+                                labels=["group", "topic", "partition"])
+        for consumer in self._lags():
+            for (topic, partition), behind in consumer.partitions.items():
+                lag.add_metric([consumer.group, topic, str(partition)], behind)
+        yield lag
 
     def _stream_metrics(self) -> Iterable[Metric]:
         counters = {name: CounterMetricFamily(f"streamwarden_stream_{name}",

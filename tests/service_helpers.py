@@ -58,7 +58,12 @@ def start_service(stack_env: dict[str, str], tmp_path: Path, **overrides: str) -
                 "STREAMWARDEN_INGEST__EVENTS_TOPIC": unique("events"),
                 "STREAMWARDEN_INGEST__STATE_DIR": str(tmp_path / "state"),
                 "STREAMWARDEN_POLICY__REVIEW_THRESHOLD": "0",
-                "STREAMWARDEN_SOURCE__READ_TIMEOUT_S": "2"}
+                "STREAMWARDEN_SOURCE__READ_TIMEOUT_S": "2",
+                # Each service gets its own registry topics and consumer group.
+                "STREAMWARDEN_INGEST__STREAMS_TOPIC": unique("streams"),
+                "STREAMWARDEN_INGEST__STATUS_TOPIC": unique("status"),
+                "STREAMWARDEN_INGEST__GROUP_ID": unique("ingest"),
+                "STREAMWARDEN_INGEST__STATUS_INTERVAL_S": "1"}
     env = child_env(stack_env, tmp_path, **{**defaults, **overrides})
     tmp_path.mkdir(parents=True, exist_ok=True)
     log_path = tmp_path / "serve.log"

@@ -33,7 +33,9 @@ async def readyz(request: web.Request) -> web.Response:
     service = _service(request)
     if not service.accepting:
         return web.json_response({"status": "shutting down"}, status=503)
-    return web.json_response({"status": "ready", "streams": len(service.supervisor.watches)})
+    return web.json_response({"status": "ready", "roles": sorted(service.roles),
+                              "worker": service.worker_id,
+                              "streams": len(service.supervisor.watches)})
 
 
 @requires("admin", "metrics")
@@ -46,13 +48,13 @@ async def metrics(request: web.Request) -> web.Response:
 @requires("platform", "admin")
 async def register_stream(request: web.Request) -> web.Response:
     record = parse_registration(await request.json())
-    return web.json_response(_service(request).register_pull(record), status=201)
+    return web.json_response(await _service(request).register_pull(record), status=201)
 
 
 @requires("platform", "moderator", "admin")
 async def list_streams(request: web.Request) -> web.Response:
     service = _service(request)
-    streams = [service.status(r.stream_id) for r in service.registry.records()]
+    streams = [service.status(r.stream_id) for r in service.records()]
     return web.json_response({"streams": streams})
 
 
@@ -64,7 +66,8 @@ async def get_stream(request: web.Request) -> web.Response:
 
 @requires("platform", "admin")
 async def delete_stream(request: web.Request) -> web.Response:
-    await _service(request).remove(_stream_id(request))
+    stream_id = _stream_id(request)
+    await _service(request).remove(stream_id)
     return web.Response(status=204)
 
 
@@ -116,9 +119,9 @@ async def on_publish(request: web.Request) -> web.Response:
 
 @requires("edge")
 async def on_publish_done(request: web.Request) -> web.Response:
-    # The reader sees the edge drop it and asks the stat page; nothing to do here but log.
     form = await request.post()
-    return web.json_response({"ok": True, "name_len": len(str(form.get("name", "")))})
+    await _service(request).publish_done(str(form.get("name", "")))
+    return web.json_response({"ok": True})
 
 
 @requires("platform", "admin")
@@ -152,8 +155,11 @@ def build_app(service: Service) -> web.Application:
                           middlewares=[access_middleware(service.app.oplog), error_middleware,
                                        auth_middleware(service.settings.api.tokens)])
     app[SERVICE] = service
+    app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz),
+                    web.get("/metrics", metrics)])
+    if "api" not in service.roles:  # workers and archivers answer probes and metrics only
+        return app
     app.add_routes([
-        web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics),
         web.post("/v1/streams", register_stream), web.get("/v1/streams", list_streams),
         web.get("/v1/streams/{stream_id}", get_stream),
         web.delete("/v1/streams/{stream_id}", delete_stream),

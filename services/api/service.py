@@ -13,12 +13,19 @@ from typing import Any
 
 from services.app import ModerationApp
 from services.archive.recorder import FrameRecorder
+from services.assign.directory import StreamDirectory
+from services.assign.records import default_worker_id
+from services.assign.status import StatusReporter
+from services.assign.worker import AssignmentWorker
 from services.config import Settings
+from services.errors import ConfigError
 from services.events import Lifecycle
-from services.ingest.keys import KeyClaims, StreamKeys
-from services.ingest.registry import RegistryError, StreamRecord, StreamRegistry
+from services.ingest.keys import KeyClaims, KeyRefused, StreamKeys
+from services.ingest.registry import RegistryError, StreamRecord
 from services.ingest.supervisor import StreamSupervisor
 from services.ingest.webrtc import WebRtcSource, WhipSession, answer_offer
+from services.kafka import ConsumerLag, ensure_topics
+from services.logs.archiver import LogArchiver
 from services.observability import ServiceCollector
 from services.pipeline.stream import Source, StreamIdentity
 from services.queues import LatestQueue
@@ -29,27 +36,73 @@ from services.stats import StreamStats
 log = logging.getLogger(__name__)
 
 
+#: What one process can do; a deployment runs them together (the default) or apart.
+ROLES = ("api", "ingest", "archive")
+
+
+def parse_roles(value: str) -> frozenset[str]:
+    roles = frozenset(part.strip() for part in value.split(",") if part.strip())
+    unknown = roles - set(ROLES)
+    if "console" in unknown:
+        raise ConfigError("the console role is not built yet (issue 6)")
+    if unknown or not roles:
+        raise ConfigError(f"roles must be a comma-separated subset of {', '.join(ROLES)}; "
+                          f"got {value!r}")
+    return roles
+
+
 @dataclass
 class Service:
     settings: Settings
     app: ModerationApp
-    registry: StreamRegistry
+    directory: StreamDirectory
     keys: StreamKeys
     supervisor: StreamSupervisor
+    roles: frozenset[str]
+    worker_id: str
+    worker: AssignmentWorker | None = None
+    reporter: StatusReporter | None = None
+    archivers: list[LogArchiver] = field(default_factory=list)
     whip: dict[str, WhipSession] = field(default_factory=dict)
+    #: WebRTC sessions end where they were answered: they stay out of the shared registry.
+    whip_records: dict[str, StreamRecord] = field(default_factory=dict)
     accepting: bool = True
 
     @classmethod
-    def build(cls, settings: Settings) -> Service:
+    def build(cls, settings: Settings, roles: frozenset[str] = frozenset(ROLES)) -> Service:
         app = ModerationApp(settings)
-        state = settings.ingest.state_dir
-        revoked = _load_set(state / "revoked-keys.json")
-        return cls(settings, app, StreamRegistry(state / "streams.json",
-                                                 settings.ingest.max_streams),
-                   StreamKeys(settings.api.key_secret, revoked), StreamSupervisor(app))
+        revoked = _load_set(settings.ingest.state_dir / "revoked-keys.json")
+        supervisor = StreamSupervisor(app)
+        worker_id = settings.ingest.worker_id or default_worker_id()
+        service = cls(settings, app, StreamDirectory(settings.kafka, settings.ingest),
+                      StreamKeys(settings.api.key_secret, revoked), supervisor, roles, worker_id)
+        if "archive" in roles and settings.logs.archiver:
+            service.archivers = [LogArchiver(settings.kafka, settings.logs, app.store, stream)
+                                 for stream in (settings.logs.user_log(),
+                                                settings.logs.access_log())]
+        if "ingest" in roles:
+            service.worker = AssignmentWorker(settings.kafka, settings.ingest, supervisor,
+                                              worker_id)
+            service.reporter = StatusReporter(settings.kafka, settings.ingest, supervisor,
+                                              worker_id)
+        return service
+
+    async def start(self) -> None:
+        """Servers and topics first, then the registry view, then take a share of streams."""
+        await self.app.start(load_model=self.worker is not None)
+        ingest = self.settings.ingest
+        await ensure_topics(self.settings.kafka, [ingest.streams_topic, ingest.status_topic],
+                            partitions=ingest.streams_partitions, compacted=True)
+        if "api" in self.roles:
+            await self.directory.start()
+        for archiver in self.archivers:
+            await archiver.start()
+        if self.worker is not None and self.reporter is not None:
+            await self.reporter.start()
+            await self.worker.start()
 
     def collector(self) -> ServiceCollector:
-        """Prometheus view of this service's streams and spools."""
+        """Prometheus view of this service's streams, spools and consumers."""
         def streams() -> list[tuple[str, str, StreamStats, int]]:
             return [(sid, w.state, w.pipeline.stats, w.pipeline.queued)
                     for sid, w in self.supervisor.watches.items()]
@@ -58,30 +111,44 @@ class Service:
             return {"flags": self.app.publisher.spool, "events": self.app.event_publisher.spool,
                     "objects": self.app.uploader.spool, "logs": self.app.log_publisher.spool}
 
-        return ServiceCollector(streams, spools)
+        return ServiceCollector(streams, spools, self.lags)
 
-    def resume_registered(self) -> None:
-        """Watch again every pull registration that survived a restart."""
-        for record in self.registry.records():
-            if record.origin == "pull" and record.stream_id not in self.supervisor.watches:
-                self.supervisor.watch_url(record, retry_forever=True)
+    def lags(self) -> list[ConsumerLag]:
+        found = [self.worker.lag] if self.worker is not None else []
+        return found + [archiver.lag for archiver in self.archivers]
 
     # --- registry -------------------------------------------------------------------
-    def register_pull(self, record: StreamRecord) -> dict[str, Any]:
+    async def register_pull(self, record: StreamRecord) -> dict[str, Any]:
         self.check_accepting()
-        self.registry.add(record)
-        return self.supervisor.watch_url(record, retry_forever=True).status()
+        self._check_free(record.stream_id)
+        await self.directory.put(record)
+        return {**record.public(), "state": "pending"}
 
     async def remove(self, stream_id: str) -> None:
-        self.registry.get(stream_id)
-        await self.supervisor.stop_watch(stream_id)
-        self.supervisor.forget(stream_id)
-        self.registry.remove(stream_id)
+        if stream_id in self.whip_records:
+            for session_id, session in list(self.whip.items()):
+                if session.stream_id == stream_id:
+                    await self.end_whip(stream_id, session_id)
+            self.supervisor.forget(stream_id)
+            del self.whip_records[stream_id]
+            return
+        await self.directory.delete(stream_id)  # the worker watching it stops
+
+    def records(self) -> list[StreamRecord]:
+        return [*self.directory.records.values(), *self.whip_records.values()]
 
     def status(self, stream_id: str) -> dict[str, Any]:
-        record = self.registry.get(stream_id)
+        """Live from this process if it watches the stream, else the owner's last report."""
         watch = self.supervisor.watches.get(stream_id)
-        return watch.status() if watch else {**record.public(), "state": "idle"}
+        if watch is not None:
+            return {**watch.status(), "worker": self.worker_id}
+        record = self.whip_records.get(stream_id) or self.directory.get(stream_id)
+        reported = self.directory.statuses.get(stream_id)
+        return reported if reported else {**record.public(), "state": "pending"}
+
+    def _check_free(self, stream_id: str) -> None:
+        if stream_id in self.directory or stream_id in self.whip_records:
+            raise RegistryError(f"stream {stream_id} is already registered", 409)
 
     # --- RTMP push ----------------------------------------------------------------
     def revoke_key(self, kid: str) -> None:
@@ -89,40 +156,46 @@ class Service:
         _save_set(self.settings.ingest.state_dir / "revoked-keys.json", self.keys.revoked)
 
     async def accept_publish(self, key: str, address: str) -> KeyClaims:
-        """The edge asks whether a publish may start: answer, then start pulling it."""
+        """The edge asks whether a publish may start: register it; a worker pulls it."""
         self.check_accepting()
         claims = self.keys.verify(key)  # raises KeyRefused
-        self._replace_finished(claims.stream_id)
-        record = StreamRecord(claims.stream_id, claims.provider_id, claims.host_id,
-                              f"{self.settings.api.edge_pull_url}/{key}", "rtmp")
-        self.registry.add(record)
-        self.supervisor.watch_url(record, retry_forever=False)
+        existing = self.directory.records.get(claims.stream_id)
+        if (existing is not None and existing.origin != "rtmp") \
+                or claims.stream_id in self.whip_records:
+            raise RegistryError(f"stream {claims.stream_id} is registered as another source",
+                                409)
+        # A new record (new created_at) each publish: the worker starts a fresh watch.
+        await self.directory.put(StreamRecord(
+            claims.stream_id, claims.provider_id, claims.host_id,
+            f"{self.settings.api.edge_pull_url}/{key}", "rtmp"))
         log.info("publish of %s from %s accepted", claims.stream_id, address)
         return claims
+
+    async def publish_done(self, key: str) -> None:
+        """The publisher left the edge: the stream is no longer wanted."""
+        try:
+            claims = self.keys.verify(key)
+        except KeyRefused:
+            return  # a refused publish never registered anything
+        record = self.directory.records.get(claims.stream_id)
+        if record is not None and record.origin == "rtmp" and record.url.endswith(f"/{key}"):
+            await self.directory.delete(claims.stream_id)
 
     async def refuse(self, subject: str, reason: str, address: str) -> None:
         log.warning("publish refused (%s) from %s: %s", subject, address, reason)
         await self.app.events.emit(subject, Lifecycle.REFUSED, reason=reason, address=address)
 
-    def _replace_finished(self, stream_id: str) -> None:
-        watch = self.supervisor.watches.get(stream_id)
-        if watch is None:
-            return
-        if watch.state not in ("ended", "failed"):
-            raise RegistryError(f"stream {stream_id} is already being watched", 409)
-        self.supervisor.forget(stream_id)
-        self.registry.remove(stream_id)
-
     # --- WHIP -----------------------------------------------------------------------
     async def start_whip(self, stream_id: str, provider_id: str, sdp: str) -> tuple[str, str]:
         self.check_accepting()
-        self._replace_finished(stream_id)
-        if stream_id in self.registry:
-            raise RegistryError(f"stream {stream_id} is already registered", 409)
+        if self.worker is None:
+            raise RegistryError("WebRTC needs the ingest role on the node that answers it", 503)
+        self._replace_finished_whip(stream_id)
+        self._check_free(stream_id)
         session, answer = await answer_offer(stream_id, sdp)
         track = session.video.result()
         record = StreamRecord(stream_id, provider_id, None, "webrtc", "whip")
-        self.registry.add(record)
+        self.whip_records[stream_id] = record
         archive = self.app.archive_for(StreamIdentity(stream_id, provider_id, None))
         recorder = FrameRecorder(archive, self.settings.archive) if archive else None
 
@@ -133,6 +206,13 @@ class Service:
         self.supervisor.watch_source(record, make_source, archive)
         self.whip[session.session_id] = session
         return session.session_id, answer
+
+    def _replace_finished_whip(self, stream_id: str) -> None:
+        watch = self.supervisor.watches.get(stream_id)
+        if stream_id in self.whip_records and watch is not None \
+                and watch.state in ("ended", "failed"):
+            self.supervisor.forget(stream_id)
+            del self.whip_records[stream_id]
 
     async def end_whip(self, stream_id: str, session_id: str) -> None:
         session = self.whip.get(session_id)
@@ -164,11 +244,17 @@ class Service:
             raise RegistryError("the service is shutting down", 503)
 
     async def shutdown(self) -> None:
+        """Stop accepting, stop this worker's streams, then leave the group."""
         self.accepting = False
         for session in list(self.whip.values()):
             await session.close()
         self.whip.clear()
+        if self.worker is not None:
+            await self.worker.pause()  # no new streams start while the others stop
         await self.supervisor.stop_all(self.settings.ingest.shutdown_timeout_s / 2)
+        for part in (self.worker, self.reporter, self.directory, *self.archivers):
+            if part is not None:
+                await part.stop()
 
 
 def _load_set(path: Path) -> set[str]:

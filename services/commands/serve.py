@@ -10,11 +10,10 @@ from typing import Any
 from aiohttp import web
 
 from services.api.routes import build_app
-from services.api.service import Service
+from services.api.service import Service, parse_roles
 from services.config import load_settings
 from services.errors import ConfigError
 from services.ingest.webrtc import pin_ice_host_addresses
-from services.logs.archiver import LogArchiver
 from services.observability import register
 
 log = logging.getLogger("streamwarden.serve")
@@ -31,28 +30,22 @@ async def _start_http(service: Service, host: str, port: int) -> tuple[web.AppRu
 
 async def serve_command(args: argparse.Namespace, with_signals: Any) -> int:
     settings = load_settings()
-    if not settings.api.tokens:
+    roles = parse_roles(args.roles)
+    if "api" in roles and not settings.api.tokens:
         raise ConfigError("no API tokens configured (STREAMWARDEN_API__TOKENS)")
     pin_ice_host_addresses(settings.api.ice_host_addresses)
-    service = Service.build(settings)
+    service = Service.build(settings, roles)
     register(service.collector())
-    await service.app.start()
-    archivers = [LogArchiver(settings.kafka, settings.logs, service.app.store, stream)
-                 for stream in (settings.logs.user_log(), settings.logs.access_log())]
-    if settings.logs.archiver:
-        for archiver in archivers:
-            await archiver.start()
-    service.resume_registered()
+    await service.start()
     host = args.host or settings.api.host
     port = args.port if args.port is not None else settings.api.port
     runner, bound = await _start_http(service, host, port)
-    print(f"listening on http://{host}:{bound}", flush=True)
+    print(f"listening on http://{host}:{bound} (roles: {','.join(sorted(roles))}, "
+          f"worker {service.worker_id})", flush=True)
     stop = asyncio.Event()
     try:
         await with_signals(stop.wait(), stop.set)
     finally:
-        for archiver in archivers:
-            await archiver.stop()
         await _shutdown(service, runner)
     return 0
 

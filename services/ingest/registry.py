@@ -1,12 +1,9 @@
-"""The set of watched streams: pull registrations survive restarts (a JSON file)."""
+"""Stream registrations: the record kept per stream and the checks on what the API accepts."""
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -71,46 +68,3 @@ def parse_registration(body: Any) -> StreamRecord:
         raise
     except StreamWardenError as error:
         raise RegistryError(str(error), 422) from None
-
-
-class StreamRegistry:
-    def __init__(self, state_file: Path, max_streams: int) -> None:
-        self.state_file = state_file
-        self.max_streams = max_streams
-        self._records: dict[str, StreamRecord] = {}
-        if state_file.exists():
-            for item in json.loads(state_file.read_text("utf-8")):
-                self._records[item["stream_id"]] = StreamRecord(**item)
-
-    def add(self, record: StreamRecord) -> None:
-        if record.stream_id in self._records:
-            raise RegistryError(f"stream {record.stream_id} is already registered", 409)
-        if len(self._records) >= self.max_streams:
-            raise RegistryError(f"this node watches at most {self.max_streams} streams", 503)
-        self._records[record.stream_id] = record
-        self._save()
-
-    def get(self, stream_id: str) -> StreamRecord:
-        try:
-            return self._records[stream_id]
-        except KeyError:
-            raise RegistryError(f"stream {stream_id} is not registered", 404) from None
-
-    def remove(self, stream_id: str) -> StreamRecord:
-        record = self.get(stream_id)
-        del self._records[stream_id]
-        self._save()
-        return record
-
-    def __contains__(self, stream_id: object) -> bool:
-        return stream_id in self._records
-
-    def records(self) -> list[StreamRecord]:
-        return list(self._records.values())
-
-    def _save(self) -> None:
-        durable = [asdict(r) for r in self._records.values() if r.origin == "pull"]
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.state_file.with_suffix(".tmp")
-        temp.write_text(json.dumps(durable, indent=1), "utf-8")
-        os.replace(temp, self.state_file)

@@ -32,6 +32,7 @@ from services.archive.store import ObjectStore
 from services.background import BackgroundTask
 from services.config import KafkaSettings, LogSettings, LogStream
 from services.errors import BrokerUnavailable, StreamWardenError
+from services.kafka import ConsumerLag
 from services.logs.lines import line_id, partition_of
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class LogArchiver:
         self.settings = settings
         self.stream = stream or settings.user_log()
         self.store = store
+        self.lag = ConsumerLag(self.stream.group_id)
         self.archived_lines = 0
         self.duplicates = 0
         self._consumer: AIOKafkaConsumer | None = None
@@ -97,6 +99,7 @@ class LogArchiver:
                 continue
             for tp, records in fetched.items():
                 batches[tp.partition].records.extend(records)
+            await self.lag.update(self._consumer)
             for partition in list(batches):
                 if self._due(batches[partition]):
                     await self._flush(partition, batches.pop(partition))

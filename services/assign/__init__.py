@@ -1,0 +1,1 @@
+"""Stream assignment through Kafka: a compacted registry topic and a consumer group."""
