@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -179,6 +179,43 @@ class LogSettings(BaseModel):
                          self.access_retention_days)
 
 
+class WebhookSettings(BaseModel):
+    model_config = _Frozen  # type: ignore[assignment]
+    url: str
+    #: Signs each alert (HMAC-SHA256); the receiver checks it.
+    secret: str = Field(min_length=16)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("a webhook URL must be http(s)")
+        return value
+
+
+class AlertSettings(BaseModel):
+    model_config = _Frozen  # type: ignore[assignment]
+    #: Block-level flags and refusals of blacklisted parties are posted to each of these.
+    webhooks: tuple[WebhookSettings, ...] = ()
+    group_id: str = "streamwarden-alerts"
+    #: Moderator actions (JSON with ``flag_id`` and ``at``): flag-to-action latency.
+    actions_topic: str = "streamwarden.actions"
+    timeout_s: float = Field(5.0, gt=0)
+    #: Where a new alert consumer group starts: "latest" (no alert storm for old flags).
+    start_from: Literal["latest", "earliest"] = "latest"
+
+
+class ChatSettings(BaseModel):
+    model_config = _Frozen  # type: ignore[assignment]
+    #: Word lists, one UTF-8 file per category (``{category}.txt``, a term per line,
+    #: ``#`` comments). Unset: no chat filtering.
+    lists_dir: Path | None = None
+    #: The lists are re-read when a file changes, checked this often (no restart).
+    reload_interval_s: float = Field(5.0, gt=0)
+    #: User-log event types whose ``payload.text`` is filtered.
+    event_types: tuple[str, ...] = ("chat",)
+
+
 class ApiSettings(BaseModel):
     model_config = _Frozen  # type: ignore[assignment]
     host: str = "127.0.0.1"
@@ -211,8 +248,6 @@ class ApiSettings(BaseModel):
 class IngestSettings(BaseModel):
     model_config = _Frozen  # type: ignore[assignment]
     events_topic: str = "streamwarden.events"
-    #: Revoked stream keys are kept here between restarts.
-    state_dir: Path = Path(".dev/state")
     #: Streams one ingest worker watches at most; more assigned ones are refused
     #: (event ``failed``): add workers or partitions.
     max_streams: int = Field(200, ge=1)
@@ -220,6 +255,13 @@ class IngestSettings(BaseModel):
     #: workers' reports of them (compacted): the registry lives in Kafka.
     streams_topic: str = "streamwarden.streams"
     status_topic: str = "streamwarden.stream-status"
+    #: Revoked stream key ids (compacted), so every API node refuses them.
+    revoked_topic: str = "streamwarden.revoked-keys"
+    #: Provider records and their hosts (compacted, keyed by provider id).
+    providers_topic: str = "streamwarden.providers"
+    #: Refuse streams of unregistered, blacklisted or unlicensed providers, unverified
+    #: hosts and unknown sources (the notice's gate). Only local demos turn it off.
+    enforce_providers: bool = True
     #: Partitions of the streams topic: the most ingest workers that can share work.
     streams_partitions: int = Field(12, ge=1, le=1000)
     #: Ingest workers form this consumer group on the streams topic.
@@ -249,6 +291,8 @@ class Settings(BaseSettings):
     archive: ArchiveSettings = ArchiveSettings()
     logs: LogSettings = LogSettings()
     api: ApiSettings = ApiSettings()
+    chat: ChatSettings = ChatSettings()
+    alerts: AlertSettings = AlertSettings()
     ingest: IngestSettings = IngestSettings()
 
     @classmethod

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pythonjsonlogger.json import JsonFormatter
 
@@ -30,6 +30,13 @@ INFERENCE_BATCH = Histogram(
 DECISION_DELAY = Histogram(
     "streamwarden_decision_delay_seconds", "From a frame leaving the decoder to its decision",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=REGISTRY)
+FLAG_TO_ACTION = Histogram(
+    "streamwarden_flag_to_action_seconds", "From a flag's decision to a moderator's action on it",
+    buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600), registry=REGISTRY)
+CHAT_TERMS = Gauge("streamwarden_chat_terms", "Terms in force per chat word list",
+                   ["category"], registry=REGISTRY)
+ALERTS_SENT = Counter("streamwarden_alerts_total", "Alerts spooled for webhooks, by kind",
+                      ["kind"], registry=REGISTRY)
 
 _COUNTERS = ("packets", "decoded_packets", "corrupt_packets", "samples", "dropped_samples",
              "classified", "reused", "flags", "reconnects")
@@ -67,17 +74,22 @@ class ServiceCollector:
                                   "Samples waiting for the classifier", labels=["stream_id"])
         states = GaugeMetricFamily("streamwarden_streams", "Watched streams by state",
                                    labels=["state"])
+        watched = GaugeMetricFamily("streamwarden_stream_watched",
+                                    "1 for each stream this process watches, by state",
+                                    labels=["stream_id", "state"])
         by_state: dict[str, int] = {}
         for stream_id, state, stats, queued in self._streams():
             for name, family in counters.items():
                 family.add_metric([stream_id], getattr(stats, name))
             depth.add_metric([stream_id], queued)
+            watched.add_metric([stream_id, state], 1)
             by_state[state] = by_state.get(state, 0) + 1
         for state, count in by_state.items():
             states.add_metric([state], count)
         yield from counters.values()
         yield depth
         yield states
+        yield watched
 
     def _spool_metrics(self) -> Iterable[Metric]:
         size = GaugeMetricFamily("streamwarden_spool_bytes", "Bytes waiting in a spool",

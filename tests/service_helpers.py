@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,23 +54,24 @@ class RunningService:
         return code, time.monotonic() - started
 
 
-def start_service(stack_env: dict[str, str], tmp_path: Path, **overrides: str) -> RunningService:
+def start_service(stack_env: dict[str, str], tmp_path: Path, roles: str | None = None,
+                  **overrides: str) -> RunningService:
     defaults = {"STREAMWARDEN_KAFKA__FLAGS_TOPIC": unique("flags"),
                 "STREAMWARDEN_INGEST__EVENTS_TOPIC": unique("events"),
-                "STREAMWARDEN_INGEST__STATE_DIR": str(tmp_path / "state"),
                 "STREAMWARDEN_POLICY__REVIEW_THRESHOLD": "0",
                 "STREAMWARDEN_SOURCE__READ_TIMEOUT_S": "2",
                 # Each service gets its own registry topics and consumer group.
                 "STREAMWARDEN_INGEST__STREAMS_TOPIC": unique("streams"),
                 "STREAMWARDEN_INGEST__STATUS_TOPIC": unique("status"),
+                "STREAMWARDEN_INGEST__REVOKED_TOPIC": unique("revoked"),
                 "STREAMWARDEN_INGEST__GROUP_ID": unique("ingest"),
                 "STREAMWARDEN_INGEST__STATUS_INTERVAL_S": "1"}
     env = child_env(stack_env, tmp_path, **{**defaults, **overrides})
     tmp_path.mkdir(parents=True, exist_ok=True)
     log_path = tmp_path / "serve.log"
     log = log_path.open("wb")
-    process = subprocess.Popen([*CLI, "serve"], env=env, cwd=REPO, stdout=log,
-                               stderr=subprocess.STDOUT)
+    command = [*CLI, "serve", *(["--roles", roles] if roles else [])]
+    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while "listening on" not in log_path.read_text(errors="replace"):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -116,3 +118,32 @@ async def wait_for_messages(bootstrap: str, topic: str,
     finally:
         await consumer.stop()
     return messages
+
+
+async def watched_streams(worker: RunningService) -> set[str]:
+    """Streams this worker watches and has connected to (from its /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body, _ = await request("GET", f"{worker.base_url}/metrics",
+                                    headers=worker.headers("metrics"))
+    if status != 200:
+        return set()
+    return {sample.labels["stream_id"]
+            for family in text_string_to_metric_families(body)
+            if family.name == "streamwarden_stream_watched"
+            for sample in family.samples if sample.labels["state"] == "running"}
+
+
+async def until_placed(workers: list[RunningService], streams: set[str],
+                       timeout: float = 60) -> float:  # noqa: ASYNC109
+    """Poll the workers' metrics until every stream runs on exactly one of them;
+    returns how long that took."""
+    started = time.monotonic()
+    async with asyncio.timeout(timeout):
+        while True:
+            counts: Counter[str] = Counter()
+            for worker in workers:
+                counts.update(await watched_streams(worker))
+            if set(counts) == streams and set(counts.values()) == {1}:
+                return time.monotonic() - started
+            await asyncio.sleep(0.25)

@@ -80,3 +80,29 @@ def test_edge_config_calls_back_into_the_routes_that_exist() -> None:
         assert "/v1/rtmp/on_publish?token=" in text
         assert "/v1/rtmp/on_publish_done?token=" in text
         assert "idle_streams off" in text
+
+
+def _roles_of(command: list[str]) -> frozenset[str]:
+    from services.api.service import parse_roles
+
+    return parse_roles(command[command.index("--roles") + 1])
+
+
+def test_every_role_is_deployed_and_workers_scale() -> None:
+    docs = list(yaml.safe_load_all((DEPLOY / "k8s" / "streamwarden.yaml").read_text()))
+    workloads = {d["metadata"]["name"]: d for d in docs
+                 if d["kind"] in ("StatefulSet", "Deployment")}
+    roles = {name: _roles_of(d["spec"]["template"]["spec"]["containers"][0]["args"])
+             for name, d in workloads.items()}
+    assert set().union(*roles.values()) == {"api", "ingest", "archive"}
+    hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")
+    target = hpa["spec"]["scaleTargetRef"]["name"]
+    assert roles[target] == {"ingest"}
+    assert hpa["spec"]["maxReplicas"] <= Settings().ingest.streams_partitions
+    budgets = {d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]
+               for d in docs if d["kind"] == "PodDisruptionBudget"}
+    assert {"ingest", "api"} <= budgets
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    compose_roles = [_roles_of(s["command"]) for s in compose.values() if "command" in s
+                     and "serve" in s["command"]]
+    assert set().union(*compose_roles) == {"api", "ingest", "archive"}

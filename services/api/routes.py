@@ -10,6 +10,7 @@ from services.api.access import access_middleware
 from services.api.archive_routes import add_archive_routes
 from services.api.auth import auth_middleware, requires
 from services.api.errors import error_middleware, json_error
+from services.api.provider_routes import add_provider_routes
 from services.api.service import Service
 from services.errors import InvalidStreamId
 from services.ids import validate_id
@@ -17,6 +18,7 @@ from services.ingest.keys import KeyRefused
 from services.ingest.registry import RegistryError, parse_registration
 from services.logs.lines import parse_lines
 from services.observability import exposition
+from services.providers.desk import IngestRefused
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
 
@@ -99,7 +101,7 @@ async def issue_key(request: web.Request) -> web.Response:
 
 @requires("platform", "admin")
 async def revoke_key(request: web.Request) -> web.Response:
-    _service(request).revoke_key(request.match_info["kid"])
+    await _service(request).revoke_key(request.match_info["kid"])
     return web.Response(status=204)
 
 
@@ -110,6 +112,8 @@ async def on_publish(request: web.Request) -> web.Response:
     service = _service(request)
     try:
         claims = await service.accept_publish(key, address)
+    except IngestRefused as error:  # already an event and an access-log line
+        return json_error(403, str(error))
     except (KeyRefused, RegistryError) as error:
         subject = getattr(error, "stream_id", None) or "unknown-key"
         await service.refuse(subject, str(error), address)
@@ -130,8 +134,10 @@ async def whip_offer(request: web.Request) -> web.Response:
     if request.content_type != "application/sdp":
         return json_error(415, "WHIP offers must be sent as application/sdp")
     provider = validate_id(request.query.get("provider_id", "whip"), "provider id")
-    session_id, answer = await _service(request).start_whip(stream_id, provider,
-                                                            await request.text())
+    host = request.query.get("host_id")
+    session_id, answer = await _service(request).start_whip(
+        stream_id, provider, await request.text(),
+        validate_id(host, "host id") if host else None, request.remote)
     location = f"/v1/whip/{stream_id}/{session_id}"
     return web.Response(status=201, text=answer, content_type="application/sdp",
                         headers={"Location": location})
@@ -171,4 +177,5 @@ def build_app(service: Service) -> web.Application:
         web.delete("/v1/whip/{stream_id}/{session}", whip_delete),
     ])
     add_archive_routes(app, service)
+    add_provider_routes(app, service)
     return app

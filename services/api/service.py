@@ -6,20 +6,24 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
+from services.alerts.dispatcher import AlertDispatcher
 from services.app import ModerationApp
 from services.archive.recorder import FrameRecorder
 from services.assign.directory import StreamDirectory
 from services.assign.records import default_worker_id
 from services.assign.status import StatusReporter
 from services.assign.worker import AssignmentWorker
+from services.chat.filter import ChatFilter
 from services.config import Settings
 from services.errors import ConfigError
 from services.events import Lifecycle
+from services.flags.text import encode as encode_flag
+from services.flags.text import report_flag, report_log_line
 from services.ingest.keys import KeyClaims, KeyRefused, StreamKeys
 from services.ingest.registry import RegistryError, StreamRecord
 from services.ingest.supervisor import StreamSupervisor
@@ -28,6 +32,8 @@ from services.kafka import ConsumerLag, ensure_topics
 from services.logs.archiver import LogArchiver
 from services.observability import ServiceCollector
 from services.pipeline.stream import Source, StreamIdentity
+from services.providers.desk import ProviderDesk
+from services.providers.gate import IngestRequest
 from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
 from services.spool import Spool
@@ -37,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 #: What one process can do; a deployment runs them together (the default) or apart.
-ROLES = ("api", "ingest", "archive")
+ROLES = ("api", "ingest", "archive", "alerts")
 
 
 def parse_roles(value: str) -> frozenset[str]:
@@ -63,6 +69,9 @@ class Service:
     worker: AssignmentWorker | None = None
     reporter: StatusReporter | None = None
     archivers: list[LogArchiver] = field(default_factory=list)
+    providers: ProviderDesk | None = None
+    chat: ChatFilter | None = None
+    alerts: AlertDispatcher | None = None
     whip: dict[str, WhipSession] = field(default_factory=dict)
     #: WebRTC sessions end where they were answered: they stay out of the shared registry.
     whip_records: dict[str, StreamRecord] = field(default_factory=dict)
@@ -71,15 +80,24 @@ class Service:
     @classmethod
     def build(cls, settings: Settings, roles: frozenset[str] = frozenset(ROLES)) -> Service:
         app = ModerationApp(settings)
-        revoked = _load_set(settings.ingest.state_dir / "revoked-keys.json")
         supervisor = StreamSupervisor(app)
         worker_id = settings.ingest.worker_id or default_worker_id()
-        service = cls(settings, app, StreamDirectory(settings.kafka, settings.ingest),
-                      StreamKeys(settings.api.key_secret, revoked), supervisor, roles, worker_id)
+        directory = StreamDirectory(settings.kafka, settings.ingest)
+        service = cls(settings, app, directory,
+                      StreamKeys(settings.api.key_secret, directory.revoked), supervisor, roles,
+                      worker_id)
+        service.providers = ProviderDesk(directory, app.events, app.oplog,
+                                         settings.ingest.enforce_providers)
         if "archive" in roles and settings.logs.archiver:
-            service.archivers = [LogArchiver(settings.kafka, settings.logs, app.store, stream)
-                                 for stream in (settings.logs.user_log(),
-                                                settings.logs.access_log())]
+            chat = ChatFilter(settings.chat, app.publisher, settings.kafka.flags_topic)
+            service.chat = chat
+            service.archivers = [
+                LogArchiver(settings.kafka, settings.logs, app.store, settings.logs.user_log(),
+                            chat.scan),
+                LogArchiver(settings.kafka, settings.logs, app.store, settings.logs.access_log())]
+        if "alerts" in roles:
+            spool = Spool(settings.spool.dir / "alerts", max_bytes=settings.spool.max_bytes // 4)
+            service.alerts = AlertDispatcher(settings, spool)
         if "ingest" in roles:
             service.worker = AssignmentWorker(settings.kafka, settings.ingest, supervisor,
                                               worker_id)
@@ -91,10 +109,15 @@ class Service:
         """Servers and topics first, then the registry view, then take a share of streams."""
         await self.app.start(load_model=self.worker is not None)
         ingest = self.settings.ingest
-        await ensure_topics(self.settings.kafka, [ingest.streams_topic, ingest.status_topic],
+        await ensure_topics(self.settings.kafka, [ingest.streams_topic, ingest.status_topic,
+                                                  ingest.revoked_topic, ingest.providers_topic],
                             partitions=ingest.streams_partitions, compacted=True)
         if "api" in self.roles:
             await self.directory.start()
+        if self.chat is not None:
+            await self.chat.start()
+        if self.alerts is not None:
+            await self.alerts.start()
         for archiver in self.archivers:
             await archiver.start()
         if self.worker is not None and self.reporter is not None:
@@ -108,19 +131,27 @@ class Service:
                     for sid, w in self.supervisor.watches.items()]
 
         def spools() -> dict[str, Spool]:
-            return {"flags": self.app.publisher.spool, "events": self.app.event_publisher.spool,
-                    "objects": self.app.uploader.spool, "logs": self.app.log_publisher.spool}
+            found = {"flags": self.app.publisher.spool, "events": self.app.event_publisher.spool,
+                     "objects": self.app.uploader.spool, "logs": self.app.log_publisher.spool}
+            if self.alerts is not None:
+                found["alerts"] = self.alerts.sender.spool
+            return found
 
         return ServiceCollector(streams, spools, self.lags)
 
     def lags(self) -> list[ConsumerLag]:
         found = [self.worker.lag] if self.worker is not None else []
+        if self.alerts is not None:
+            found.append(self.alerts.lag)
         return found + [archiver.lag for archiver in self.archivers]
 
     # --- registry -------------------------------------------------------------------
     async def register_pull(self, record: StreamRecord) -> dict[str, Any]:
         self.check_accepting()
         self._check_free(record.stream_id)
+        await self.desk.admit(IngestRequest(record.provider_id, record.host_id,
+                                            source_host=urlsplit(record.url).hostname),
+                              record.stream_id, "pull")
         await self.directory.put(record)
         return {**record.public(), "state": "pending"}
 
@@ -133,6 +164,12 @@ class Service:
             del self.whip_records[stream_id]
             return
         await self.directory.delete(stream_id)  # the worker watching it stops
+
+    @property
+    def desk(self) -> ProviderDesk:
+        if self.providers is None:
+            raise RegistryError("the provider registry is not available on this node", 503)
+        return self.providers
 
     def records(self) -> list[StreamRecord]:
         return [*self.directory.records.values(), *self.whip_records.values()]
@@ -151,14 +188,16 @@ class Service:
             raise RegistryError(f"stream {stream_id} is already registered", 409)
 
     # --- RTMP push ----------------------------------------------------------------
-    def revoke_key(self, kid: str) -> None:
-        self.keys.revoke(kid)
-        _save_set(self.settings.ingest.state_dir / "revoked-keys.json", self.keys.revoked)
+    async def revoke_key(self, kid: str) -> None:
+        self.keys.revoke(kid)  # validates the id
+        await self.directory.revoke(kid)
 
     async def accept_publish(self, key: str, address: str) -> KeyClaims:
         """The edge asks whether a publish may start: register it; a worker pulls it."""
         self.check_accepting()
         claims = self.keys.verify(key)  # raises KeyRefused
+        await self.desk.admit(IngestRequest(claims.provider_id, claims.host_id,
+                                            source_ip=address), claims.stream_id, "rtmp")
         existing = self.directory.records.get(claims.stream_id)
         if (existing is not None and existing.origin != "rtmp") \
                 or claims.stream_id in self.whip_records:
@@ -186,17 +225,21 @@ class Service:
         await self.app.events.emit(subject, Lifecycle.REFUSED, reason=reason, address=address)
 
     # --- WHIP -----------------------------------------------------------------------
-    async def start_whip(self, stream_id: str, provider_id: str, sdp: str) -> tuple[str, str]:
+    async def start_whip(self, stream_id: str, provider_id: str, sdp: str,
+                         host_id: str | None = None,
+                         address: str | None = None) -> tuple[str, str]:
         self.check_accepting()
         if self.worker is None:
             raise RegistryError("WebRTC needs the ingest role on the node that answers it", 503)
+        await self.desk.admit(IngestRequest(provider_id, host_id, source_ip=address),
+                              stream_id, "whip")
         self._replace_finished_whip(stream_id)
         self._check_free(stream_id)
         session, answer = await answer_offer(stream_id, sdp)
         track = session.video.result()
-        record = StreamRecord(stream_id, provider_id, None, "webrtc", "whip")
+        record = StreamRecord(stream_id, provider_id, host_id, "webrtc", "whip")
         self.whip_records[stream_id] = record
-        archive = self.app.archive_for(StreamIdentity(stream_id, provider_id, None))
+        archive = self.app.archive_for(StreamIdentity(stream_id, provider_id, host_id))
         recorder = FrameRecorder(archive, self.settings.archive) if archive else None
 
         def make_source(sampler: IntervalSampler, stats: StreamStats,
@@ -223,6 +266,28 @@ class Service:
         watch = self.supervisor.watches.get(stream_id)
         if watch is not None and watch.task is not None:
             await watch.task  # the track ended: the pipeline finishes and says "ended"
+
+    # --- viewer reports -----------------------------------------------------------
+    async def report(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A flag with source ``report``, archived as a log line, and burst sampling on
+        whichever worker watches the stream (through its registry record)."""
+        stream_id = str(body["stream_id"])
+        record = self.whip_records.get(stream_id) or self.directory.records.get(stream_id)
+        if record is None:
+            raise RegistryError(f"stream {stream_id} is not registered", 404)
+        now = datetime.now(UTC)
+        flag = report_flag(record, body, now)
+        publisher = self.app.publisher
+        await asyncio.to_thread(publisher.spool.put, flag["id"], encode_flag(flag),
+                                {"topic": self.settings.kafka.flags_topic, "key": stream_id})
+        publisher.notify()
+        await self.accept_logs([report_log_line(flag)])
+        watch = self.supervisor.watches.get(stream_id)
+        if record.origin == "whip" and watch is not None:
+            watch.pipeline.report()
+        elif record.origin != "whip":
+            await self.directory.put(replace(record, reported_at=now.isoformat()))
+        return flag
 
     # --- user logs ----------------------------------------------------------------
     async def accept_logs(self, lines: list[dict[str, Any]]) -> None:
@@ -252,17 +317,8 @@ class Service:
         if self.worker is not None:
             await self.worker.pause()  # no new streams start while the others stop
         await self.supervisor.stop_all(self.settings.ingest.shutdown_timeout_s / 2)
-        for part in (self.worker, self.reporter, self.directory, *self.archivers):
+        for part in (self.worker, self.reporter, self.directory, *self.archivers, self.chat,
+                     self.alerts):
             if part is not None:
                 await part.stop()
 
-
-def _load_set(path: Path) -> set[str]:
-    return set(json.loads(path.read_text("utf-8"))) if path.exists() else set()
-
-
-def _save_set(path: Path, values: set[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(".tmp")
-    temp.write_text(json.dumps(sorted(values)), "utf-8")
-    os.replace(temp, path)

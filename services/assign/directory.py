@@ -18,6 +18,7 @@ from services.background import BackgroundTask
 from services.config import IngestSettings, KafkaSettings
 from services.errors import BrokerUnavailable
 from services.ingest.registry import RegistryError, StreamRecord
+from services.providers.model import Provider, provider_from_json, provider_to_json
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ class StreamDirectory:
         self.ingest = ingest
         self.records: dict[str, StreamRecord] = {}
         self.statuses: dict[str, dict[str, Any]] = {}
+        #: Shared with the key verifier: a revocation on any node reaches every node.
+        self.revoked: set[str] = set()
+        self.providers: dict[str, Provider] = {}
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._loop = BackgroundTask(self._run, "stream-directory")
@@ -71,8 +75,9 @@ class StreamDirectory:
         consumer = self._consumer
         assert consumer is not None  # noqa: S101 - start() made it
         await consumer.topics()  # fetch metadata
-        tps = [TopicPartition(topic, p) for topic in (self.ingest.streams_topic,
-                                                      self.ingest.status_topic)
+        topics = (self.ingest.streams_topic, self.ingest.status_topic, self.ingest.revoked_topic,
+                  self.ingest.providers_topic)
+        tps = [TopicPartition(topic, p) for topic in topics
                for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
@@ -99,21 +104,37 @@ class StreamDirectory:
     def _apply(self, topic: str, message: ConsumerRecord[bytes, bytes]) -> None:
         if message.key is None:
             return
-        stream_id = message.key.decode()
+        key = message.key.decode()
+        if topic == self.ingest.revoked_topic:
+            self.revoked.add(key)  # revocations are never undone
+            return
+        if topic == self.ingest.providers_topic:
+            self._apply_provider(key, message)
+            return
         target: dict[str, Any] = (self.records if topic == self.ingest.streams_topic
                                   else self.statuses)
         if message.value is None:
-            target.pop(stream_id, None)
+            target.pop(key, None)
             return
         try:
-            target[stream_id] = (decode_record(message.value)
-                                 if topic == self.ingest.streams_topic
-                                 else json.loads(message.value))
+            target[key] = (decode_record(message.value) if topic == self.ingest.streams_topic
+                           else json.loads(message.value))
         except (ValueError, TypeError) as error:
             log.error("stream directory: skipping a bad message at %s/%d: %s", topic,
                       message.offset, error)
 
+    def _apply_provider(self, key: str, message: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            self.providers[key] = provider_from_json(json.loads(message.value or b""))
+        except (ValueError, TypeError, KeyError) as error:
+            log.error("stream directory: skipping a bad provider record %s: %s", key, error)
+
     # --- writes ---------------------------------------------------------------------
+    async def put_provider(self, provider: Provider) -> None:
+        body = json.dumps(provider_to_json(provider), sort_keys=True, ensure_ascii=False)
+        await self._send(self.ingest.providers_topic, provider.provider_id, body.encode())
+        self.providers[provider.provider_id] = provider
+
     async def put(self, record: StreamRecord) -> None:
         await self._send(self.ingest.streams_topic, record.stream_id, encode_record(record))
         self.records[record.stream_id] = record
@@ -125,6 +146,10 @@ class StreamDirectory:
         self.records.pop(stream_id, None)
         self.statuses.pop(stream_id, None)
         return record
+
+    async def revoke(self, kid: str) -> None:
+        await self._send(self.ingest.revoked_topic, kid, b"revoked")
+        self.revoked.add(kid)
 
     async def _send(self, topic: str, key: str, value: bytes | None) -> None:
         if self._producer is None:

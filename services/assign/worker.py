@@ -142,6 +142,9 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         watch = self.supervisor.watches.get(stream_id)
         if watch is not None and record is not None \
                 and watch.record.created_at == record.created_at:
+            if record.reported_at != watch.record.reported_at:  # a viewer report: burst
+                watch.record = record
+                watch.pipeline.report()
             return
         if watch is not None:
             await self._unwatch(stream_id)

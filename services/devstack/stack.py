@@ -189,7 +189,8 @@ class Stack:
             "STREAMWARDEN_API__PUBLIC_RTMP_URL": f"rtmp://127.0.0.1:{rtmp}/push",
             "STREAMWARDEN_API__EDGE_PULL_URL": f"rtmp://127.0.0.1:{rtmp}/push",
             "STREAMWARDEN_API__ICE_HOST_ADDRESSES": '["127.0.0.1"]',
-            "STREAMWARDEN_INGEST__STATE_DIR": str((self.root / "state").resolve()),
+            # The local stack has no provider records; gate tests turn it on.
+            "STREAMWARDEN_INGEST__ENFORCE_PROVIDERS": "false",
             **{f"STREAMWARDEN_DEV_TOKEN_{role.upper()}": secrets[role] for role in ROLES},
             "STREAMWARDEN_DEV_PIDS": ",".join(
                 f"{name}={entry['pid']}" for name, entry in state.items() if "pid" in entry

@@ -30,6 +30,8 @@ class StreamRecord:
     url: str
     origin: Origin
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    #: The latest viewer report: the watching worker samples faster for a while.
+    reported_at: str | None = None
 
     def public(self) -> dict[str, Any]:
         body = asdict(self)

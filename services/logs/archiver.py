@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,8 @@ from services.logs.lines import line_id, partition_of
 
 log = logging.getLogger(__name__)
 
+#: Told each stored object's key and lines (chat filtering).
+ArchivedHook = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
 #: Checkpoints whose line ids are reloaded per partition after a restart.
 _CHECKPOINTS_RELOADED = 50
 
@@ -55,11 +58,13 @@ def encode_group(lines: list[dict[str, Any]]) -> tuple[bytes, bytes]:
 
 class LogArchiver:
     def __init__(self, kafka: KafkaSettings, settings: LogSettings, store: ObjectStore,
-                 stream: LogStream | None = None) -> None:
+                 stream: LogStream | None = None, on_archived: ArchivedHook | None = None
+                 ) -> None:
         self.kafka = kafka
         self.settings = settings
         self.stream = stream or settings.user_log()
         self.store = store
+        self.on_archived = on_archived
         self.lag = ConsumerLag(self.stream.group_id)
         self.archived_lines = 0
         self.duplicates = 0
@@ -157,6 +162,8 @@ class LogArchiver:
             body, index = encode_group(lines)
             await self._put_once(f"{name}.jsonl.gz", body, "application/gzip")
             await self._put_once(f"{name}.users.json", index, "application/json")
+            if self.on_archived is not None:  # before the checkpoint: a crash re-runs it
+                await self.on_archived(f"{name}.jsonl.gz", lines)
             self.archived_lines += len(lines)
         ids = sorted(seen)
         await self._put_once(self._checkpoint(partition, last),

@@ -1,0 +1,1 @@
+"""Emergency response: alerts pushed to webhooks, and flag-to-action latency."""

@@ -1,0 +1,1 @@
+"""Chat filtering: configurable word lists matched with an Aho-Corasick automaton."""

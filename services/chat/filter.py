@@ -1,0 +1,84 @@
+"""Runs the word lists over archived chat lines; a match becomes a text flag that names
+the archived line. The lists are re-read when their files change (no restart); a list
+that cannot be read is refused and the lists in force stay."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from services.background import BackgroundTask
+from services.chat.wordlists import WordListError, WordLists, signature
+from services.config import ChatSettings
+from services.flags.text import chat_flag, encode
+from services.kafka_publisher import SpooledKafkaPublisher
+from services.observability import CHAT_TERMS
+
+log = logging.getLogger(__name__)
+
+
+class ChatFilter:
+    def __init__(self, settings: ChatSettings, publisher: SpooledKafkaPublisher,
+                 flags_topic: str) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.flags_topic = flags_topic
+        self.lists = WordLists({})
+        self.flags = 0
+        self._signature: object = None
+        self._loop = BackgroundTask(self._follow, "chat-lists")
+
+    async def start(self) -> None:
+        await self._reload()
+        self._loop.start()
+
+    async def stop(self) -> None:
+        await self._loop.stop()
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reload_interval_s)
+            await self._reload()
+
+    async def _reload(self) -> None:
+        directory = self.settings.lists_dir
+        if directory is None:
+            return
+        current = await asyncio.to_thread(signature, directory)
+        if current == self._signature:
+            return
+        self._signature = current  # a bad file is reported once, not every interval
+        try:
+            self.lists = await asyncio.to_thread(WordLists.load, directory)
+        except WordListError as error:
+            log.error("word lists not reloaded, the previous ones stay: %s", error)
+            return
+        CHAT_TERMS.clear()
+        for category, terms in self.lists.lists.items():
+            CHAT_TERMS.labels(category).set(len(terms))
+        log.info("word lists loaded: %s", {c: len(t) for c, t in self.lists.lists.items()})
+
+    async def scan(self, archive_key: str, lines: list[dict[str, Any]]) -> None:
+        """Called by the user-log archiver once ``lines`` are stored at ``archive_key``."""
+        now = datetime.now(UTC)
+        for line in lines:
+            text = _text(line, self.settings.event_types)
+            if text is None:
+                continue
+            for match in self.lists.match(text):
+                flag = chat_flag(line, match.category, list(match.terms), archive_key, now)
+                key = str(line.get("stream_id") or line["provider_id"])
+                await asyncio.to_thread(self.publisher.spool.put, flag["id"], encode(flag),
+                                        {"topic": self.flags_topic, "key": key})
+                self.flags += 1
+        self.publisher.notify()
+
+
+def _text(line: dict[str, Any], event_types: tuple[str, ...]) -> str | None:
+    payload = line.get("payload")
+    if line.get("event_type") not in event_types or not isinstance(payload, dict):
+        return None
+    text = payload.get("text")
+    return text if isinstance(text, str) else None

@@ -1,0 +1,97 @@
+"""Provider registry operations and the gate every ingest path goes through."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from services.assign.directory import StreamDirectory
+from services.events import EventLog, Lifecycle
+from services.ingest.registry import RegistryError
+from services.logs.oplog import OperationLog
+from services.providers.gate import IngestRequest, Refusal, check
+from services.providers.model import (
+    Host,
+    Provider,
+    ProviderError,
+    overlapping_ranges,
+    parse_host,
+    parse_provider,
+)
+
+log = logging.getLogger(__name__)
+
+
+class IngestRefused(RegistryError):
+    """The gate refused a stream; the refusal is already an event and an access-log line."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(f"{refusal.code}: {refusal.message}", 403)
+        self.code = refusal.code
+
+
+def today() -> Any:
+    return datetime.now(UTC).date()
+
+
+class ProviderDesk:
+    def __init__(self, directory: StreamDirectory, events: EventLog, oplog: OperationLog,
+                 enforce: bool) -> None:
+        self.directory = directory
+        self.events = events
+        self.oplog = oplog
+        self.enforce = enforce
+
+    def get(self, provider_id: str) -> Provider:
+        try:
+            return self.directory.providers[provider_id]
+        except KeyError:
+            raise ProviderError(f"provider {provider_id} is not registered", 404) from None
+
+    def all(self) -> list[Provider]:
+        return sorted(self.directory.providers.values(), key=lambda p: p.provider_id)
+
+    async def register(self, body: Any) -> Provider:
+        provider = parse_provider(body)
+        if provider.provider_id in self.directory.providers:
+            raise ProviderError(f"provider {provider.provider_id} is already registered", 409)
+        return await self._store(provider)
+
+    async def update(self, provider_id: str, body: Any) -> Provider:
+        existing = self.get(provider_id)
+        if isinstance(body, dict) and body.get("provider_id", provider_id) != provider_id:
+            raise ProviderError("provider_id cannot change")
+        merged = {**body, "provider_id": provider_id} if isinstance(body, dict) else body
+        return await self._store(parse_provider(merged, existing))
+
+    async def put_host(self, provider_id: str, body: Any) -> Host:
+        host = parse_host(body)
+        await self.directory.put_provider(self.get(provider_id).with_host(host))
+        return host
+
+    async def set_status(self, provider_id: str, status: str) -> Provider:
+        provider = self.get(provider_id)
+        return await self._store(replace(provider, status=status))  # type: ignore[arg-type]
+
+    async def _store(self, provider: Provider) -> Provider:
+        clash = overlapping_ranges(provider, self.all())
+        if clash:
+            raise ProviderError(clash, 409)
+        await self.directory.put_provider(provider)
+        return provider
+
+    async def admit(self, request: IngestRequest, stream_id: str, origin: str) -> None:
+        """Raise IngestRefused (after recording why) unless the gate lets the stream in."""
+        if not self.enforce:
+            return
+        refusal = check(self.directory.providers.get(request.provider_id), request, today())
+        if refusal is None:
+            return
+        log.warning("stream %s refused (%s): %s", stream_id, origin, refusal.message)
+        detail = {"reason": refusal.code, "message": refusal.message, "origin": origin,
+                  "provider_id": request.provider_id, "host_id": request.host_id,
+                  "address": request.source_ip or request.source_host}
+        await self.events.emit(stream_id, Lifecycle.REFUSED, **detail)
+        raise IngestRefused(refusal)
