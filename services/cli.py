@@ -63,6 +63,16 @@ def _add_serve(commands: Any) -> None:
                             "alerts (webhooks, flag-to-action latency); default all")
 
 
+def _add_compliance(commands: Any) -> None:
+    compliance = commands.add_parser("compliance", help="reports for the compliance team")
+    sub = compliance.add_subparsers(dest="compliance_command", required=True)
+    report = sub.add_parser("report", help="streams, samples, flags, actions, refusals, "
+                                           "retention over a period (JSON; --html a page)")
+    report.add_argument("--from", dest="start", required=True, help="ISO date or time (UTC)")
+    report.add_argument("--to", dest="end", required=True, help="ISO date or time (UTC)")
+    report.add_argument("--html", default=None, help="also write a readable HTML page here")
+
+
 def _add_archive(commands: Any) -> None:
     archive = commands.add_parser("archive", help="the stream archive in S3")
     sub = archive.add_subparsers(dest="archive_command", required=True)
@@ -92,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(commands)
     _add_serve(commands)
     _add_archive(commands)
+    _add_compliance(commands)
     return parser
 
 
@@ -143,6 +154,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from services.commands.archive import archive_command
 
         return asyncio.run(archive_command(args))
+    if args.command == "compliance":
+        from services.commands.compliance import report_command
+
+        return asyncio.run(report_command(args))
     if args.command == "flags":
         from services.commands.flags_tail import tail_command
 

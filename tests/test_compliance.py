@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,12 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from services.alerts.webhooks import SIGNATURE_HEADER, verify
-from tests.helpers import publish_rtmp, unique
+from tests.helpers import publish_rtmp, run_cli, unique
 from tests.service_helpers import RunningService, request, start_service, wait_for_messages
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
+MODULE_START = datetime.now(UTC)
 SECRET = "webhook-secret-for-tests-0123"  # noqa: S105 - a test receiver's secret
 
 
@@ -367,3 +369,51 @@ async def test_block_flags_and_blacklisted_refusals_alert_signed_webhooks(
             if "streamwarden_flag_to_action_seconds_count 1.0" in body:
                 break
             await asyncio.sleep(0.25)
+
+
+class _Cells(HTMLParser):
+    """Collects the report page's numbers by their ``data-key``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: dict[str, str] = {}
+        self.charts = 0
+        self._key: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._key = dict(attrs).get("data-key") if tag == "td" else None
+        self.charts += tag == "svg"
+
+    def handle_data(self, data: str) -> None:
+        if self._key is not None:
+            self.cells[self._key] = data
+            self._key = None
+
+
+async def test_compliance_report_counts_match_what_happened(
+    service: RunningService, tmp_path: Path
+) -> None:
+    page = tmp_path / "report.html"
+    result = await run_cli(["compliance", "report", "--from", MODULE_START.isoformat(),
+                            "--to", datetime.now(UTC).isoformat(), "--html", str(page)],
+                           service.env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    summary = report["summary"]
+    assert summary["refusals_by_reason"] == {
+        "host_blacklisted": 1, "host_missing": 1, "host_not_verified": 2, "permit_expired": 1,
+        "provider_blacklisted": 2, "source_domain_mismatch": 1, "source_ip_mismatch": 1,
+        "unregistered_provider": 1}
+    flags = summary["flags"]
+    assert flags["by_source"]["report"] == 1 and flags["by_source"]["chat"] == 3
+    assert flags["by_category"]["gambling"] == 1 and flags["by_category"]["obscene"] == 1
+    assert summary["streams_watched"] >= 1 and summary["samples"] >= 1
+    assert summary["actions"]["total"] == 1 and summary["actions"]["latency_s"]["count"] == 1
+    assert report["archive"]["objects"] > 0 and report["retention_days"]["access_logs"] == 180
+    parsed = _Cells()
+    parsed.feed(await asyncio.to_thread(page.read_text, "utf-8"))
+    assert parsed.charts == 2
+    for reason, count in summary["refusals_by_reason"].items():
+        assert parsed.cells[f"refusals.{reason}"] == str(count)
+    assert parsed.cells["flags.by_source.chat"] == "3"
+    assert parsed.cells["streams.watched"] == str(summary["streams_watched"])

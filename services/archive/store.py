@@ -26,6 +26,13 @@ _PERMANENT = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "No
 
 
 @dataclass(frozen=True)
+class ListedObject:
+    key: str
+    size: int
+    last_modified: str  # ISO 8601
+
+
+@dataclass(frozen=True)
 class StoredObject:
     key: str
     version_id: str | None
@@ -163,6 +170,18 @@ class ObjectStore:
 
         try:
             return await asyncio.to_thread(names)
+        except _S3_ERRORS as error:
+            raise _translate(error, f"listing {prefix}") from None
+
+    async def list_objects(self, prefix: str) -> list[ListedObject]:
+        """Current objects under ``prefix`` with their size and upload time."""
+        def listing() -> list[ListedObject]:
+            return [ListedObject(str(item.object_name), int(item.size or 0),
+                                 item.last_modified.isoformat() if item.last_modified else "")
+                    for item in self._client.list_objects(self.bucket, prefix, recursive=True)]
+
+        try:
+            return await asyncio.to_thread(listing)
         except _S3_ERRORS as error:
             raise _translate(error, f"listing {prefix}") from None
 

@@ -1,0 +1,1 @@
+"""Compliance reporting: what was watched, flagged, acted on, refused and retained."""
