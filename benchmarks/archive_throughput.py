@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import subprocess
 import tempfile
 import time
@@ -26,17 +25,13 @@ from pathlib import Path
 
 import av
 
+from benchmarks.pipeline_cpu import cpu_seconds
 from services.archive.objects import ObjectUploader
 from services.archive.recorder import FrameEncoder
 from services.archive.segments import StreamArchive
 from services.archive.store import ObjectStore
 from services.config import Settings, load_settings
 from services.spool import Spool
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def make_stream(path: Path, seconds: int) -> None:

@@ -49,6 +49,16 @@ async def _create(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:
         pass  # another process won the race
 
 
+async def start_consumer(consumer: AIOKafkaConsumer, what: str) -> AIOKafkaConsumer:
+    """Start ``consumer``; if the broker does not answer, close it, BrokerUnavailable."""
+    try:
+        await consumer.start()
+    except (KafkaError, OSError) as error:
+        await consumer.stop()
+        raise BrokerUnavailable(f"{what}: {error}") from None
+    return consumer
+
+
 class ConsumerLag:
     """Records a consumer is behind each assigned partition's end, for /metrics."""
 

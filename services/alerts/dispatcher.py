@@ -21,8 +21,7 @@ from aiokafka.errors import KafkaError
 from services.alerts.webhooks import WebhookSender
 from services.background import BackgroundTask
 from services.config import Settings
-from services.errors import BrokerUnavailable
-from services.kafka import ConsumerLag
+from services.kafka import ConsumerLag, start_consumer
 from services.observability import ALERTS_SENT, FLAG_TO_ACTION
 from services.spool import Spool
 
@@ -64,17 +63,11 @@ class AlertDispatcher:
         self.sender.notify()  # alerts a previous run spooled
         if self._consumer is None:
             s = self.settings
-            self._consumer = AIOKafkaConsumer(
+            self._consumer = await start_consumer(AIOKafkaConsumer(
                 s.kafka.flags_topic, s.ingest.events_topic, s.alerts.actions_topic,
                 bootstrap_servers=s.kafka.bootstrap_servers, group_id=s.alerts.group_id,
                 enable_auto_commit=False, auto_offset_reset=s.alerts.start_from,
-                client_id=f"{s.kafka.client_id}-alerts")
-            try:
-                await self._consumer.start()
-            except (KafkaError, OSError) as error:
-                await self._consumer.stop()
-                self._consumer = None
-                raise BrokerUnavailable(f"alert dispatcher: {error}") from None
+                client_id=f"{s.kafka.client_id}-alerts"), "alert dispatcher")
         self._loop.start()
 
     async def stop(self) -> None:

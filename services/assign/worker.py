@@ -24,7 +24,7 @@ from services.errors import BrokerUnavailable
 from services.events import Lifecycle
 from services.ingest.registry import StreamRecord
 from services.ingest.supervisor import StreamSupervisor
-from services.kafka import ConsumerLag
+from services.kafka import ConsumerLag, start_consumer
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,11 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             heartbeat_interval_ms=self.ingest.session_timeout_ms // 3,
             client_id=f"{self.kafka.client_id}-{self.worker_id}")
         self._consumer.subscribe([self.ingest.streams_topic], listener=self)
-        try:
-            await self._consumer.start()
-        except (KafkaError, OSError) as error:
-            await self._consumer.stop()
+        try:  # set before start: the rebalance callbacks use it
+            await start_consumer(self._consumer, "assignment worker")
+        except BrokerUnavailable:
             self._consumer = None
-            raise BrokerUnavailable(f"assignment worker: {error}") from None
+            raise
         self._loop.start()
 
     async def pause(self) -> None:

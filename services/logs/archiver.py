@@ -32,8 +32,8 @@ from aiokafka.errors import KafkaError
 from services.archive.store import ObjectStore
 from services.background import BackgroundTask
 from services.config import KafkaSettings, LogSettings, LogStream
-from services.errors import BrokerUnavailable, StreamWardenError
-from services.kafka import ConsumerLag
+from services.errors import StreamWardenError
+from services.kafka import ConsumerLag, start_consumer
 from services.logs.lines import line_id, partition_of
 
 log = logging.getLogger(__name__)
@@ -75,16 +75,11 @@ class LogArchiver:
 
     async def start(self) -> None:
         if self._consumer is None:
-            self._consumer = AIOKafkaConsumer(
+            self._consumer = await start_consumer(AIOKafkaConsumer(
                 self.stream.topic, bootstrap_servers=self.kafka.bootstrap_servers,
                 group_id=self.stream.group_id, enable_auto_commit=False,
-                auto_offset_reset="earliest", client_id=f"{self.kafka.client_id}-logs")
-            try:
-                await self._consumer.start()
-            except (KafkaError, OSError) as error:
-                await self._consumer.stop()
-                self._consumer = None
-                raise BrokerUnavailable(f"log archiver: {error}") from None
+                auto_offset_reset="earliest", client_id=f"{self.kafka.client_id}-logs"),
+                "log archiver")
         self._loop.start()
 
     async def stop(self) -> None:
