@@ -73,6 +73,22 @@ def _add_compliance(commands: Any) -> None:
     report.add_argument("--html", default=None, help="also write a readable HTML page here")
 
 
+def _add_evidence(commands: Any) -> None:
+    evidence = commands.add_parser("evidence", help="investigators: export and verify bundles")
+    sub = evidence.add_subparsers(dest="evidence_command", required=True)
+    export = sub.add_parser("export", help="ask the service for a bundle and download it")
+    export.add_argument("--case", required=True, help="case reference (required, audited)")
+    export.add_argument("--from", dest="start", required=True, help="RFC 3339 time")
+    export.add_argument("--to", dest="end", required=True, help="RFC 3339 time")
+    for name in ("--stream-id", "--host-id", "--user-id", "--provider", "--reason"):
+        export.add_argument(name, default=None)
+    export.add_argument("--api", default=None, help="service URL (or STREAMWARDEN_API_URL); "
+                                                    "token in STREAMWARDEN_TOKEN")
+    export.add_argument("--out", default=None, help="bundle file (default EXPORT_ID.tar.gz)")
+    verify = sub.add_parser("verify", help="check a bundle offline: hashes and chains")
+    verify.add_argument("bundle")
+
+
 def _add_archive(commands: Any) -> None:
     archive = commands.add_parser("archive", help="the stream archive in S3")
     sub = archive.add_subparsers(dest="archive_command", required=True)
@@ -103,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands)
     _add_archive(commands)
     _add_compliance(commands)
+    _add_evidence(commands)
     return parser
 
 
@@ -154,6 +171,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from services.commands.archive import archive_command
 
         return asyncio.run(archive_command(args))
+    if args.command == "evidence":
+        from services.commands import evidence
+
+        command = evidence.export_command if args.evidence_command == "export" \
+            else evidence.verify_command
+        return asyncio.run(command(args))
     if args.command == "compliance":
         from services.commands.compliance import report_command
 

@@ -314,6 +314,14 @@ ROUTES = [
     ("GET", "/v1/archive/local/nosuch/s1/index.m3u8", {"moderator", "investigator", "admin"}),
     ("POST", "/v1/archive/holds", {"investigator", "admin"}),
     ("POST", "/v1/archive/holds/release", {"admin"}),
+    ("POST", "/v1/providers", {"admin"}),
+    ("GET", "/v1/providers", {"admin", "investigator"}),
+    ("GET", "/v1/providers/nosuch", {"admin", "investigator"}),
+    ("PUT", "/v1/providers/nosuch", {"admin"}),
+    ("POST", "/v1/providers/nosuch/hosts", {"platform", "admin"}),
+    ("POST", "/v1/reports", {"platform", "admin"}),
+    ("GET", "/v1/evidence", {"investigator", "admin"}),
+    ("POST", "/v1/evidence/exports", {"investigator", "admin"}),
 ]
 ALL_ROLES = ("platform", "moderator", "investigator", "admin", "edge", "metrics")
 

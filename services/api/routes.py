@@ -10,6 +10,7 @@ from services.api.access import access_middleware
 from services.api.archive_routes import add_archive_routes
 from services.api.auth import auth_middleware, requires
 from services.api.errors import error_middleware, json_error
+from services.api.evidence_routes import add_evidence_routes
 from services.api.provider_routes import add_provider_routes
 from services.api.service import Service
 from services.errors import InvalidStreamId
@@ -178,4 +179,5 @@ def build_app(service: Service) -> web.Application:
     ])
     add_archive_routes(app, service)
     add_provider_routes(app, service)
+    add_evidence_routes(app, service)
     return app

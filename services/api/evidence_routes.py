@@ -1,0 +1,66 @@
+"""Investigators' routes: find evidence, export it. Every call names a case and lands in
+the append-only audit (the access/operation log, archived under Object Lock)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from services.api.access import ACTOR
+from services.api.auth import requires
+from services.api.service import Service
+from services.evidence.collect import collect
+from services.evidence.export import export
+from services.evidence.query import EvidenceError, parse_query
+
+SERVICE: web.AppKey[Service] = web.AppKey("evidence-service", Service)
+_MAX_PAGE = 500
+
+
+def _page(params: Any) -> tuple[int, int]:
+    try:
+        size = int(params.get("page_size", "100"))
+        start = int(params.get("cursor", "0"))
+    except ValueError:
+        raise EvidenceError("page_size and cursor must be whole numbers") from None
+    if not 0 < size <= _MAX_PAGE or start < 0:
+        raise EvidenceError(f"page_size must be 1-{_MAX_PAGE} and cursor >= 0")
+    return size, start
+
+
+@requires("investigator", "admin")
+async def find_evidence(request: web.Request) -> web.Response:
+    query = parse_query(dict(request.query))
+    size, start = _page(request.query)
+    service = request.app[SERVICE]
+    items = (await collect(service.settings, service.app.store, query)).items()
+    page = items[start:start + size]
+    await service.app.oplog.record(request.get(ACTOR, "anonymous"), "evidence.query", {
+        "case": query.case, "query": query.public(), "items": len(items), "cursor": start},
+        query.stream_id)
+    following = start + size if start + size < len(items) else None
+    return web.json_response({"case": query.case, "total": len(items), "items": page,
+                              "next_cursor": str(following) if following else None})
+
+
+@requires("investigator", "admin")
+async def export_evidence(request: web.Request) -> web.Response:
+    body = await request.json()
+    if not isinstance(body, dict):
+        raise EvidenceError("the body must be a JSON object")
+    query = parse_query(body)
+    service = request.app[SERVICE]
+    actor = request.get(ACTOR, "anonymous")
+    result = await export(service.settings, service.app.store, query, actor)
+    await service.app.oplog.record(actor, "evidence.export", {
+        "case": query.case, "query": query.public(), "key": result.key,
+        "sha256": result.sha256, "files": result.files, "reason": body.get("reason")},
+        query.stream_id)
+    return web.json_response(result.public(), status=201)
+
+
+def add_evidence_routes(app: web.Application, service: Service) -> None:
+    app[SERVICE] = service
+    app.add_routes([web.get("/v1/evidence", find_evidence),
+                    web.post("/v1/evidence/exports", export_evidence)])

@@ -1,0 +1,1 @@
+"""Evidence for investigators: find what the archive holds, export it verifiably."""
