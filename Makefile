@@ -17,7 +17,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-deps: system-deps $(STAMP)
+# playwright-core for the console test, at the version the lock file pins.
+NODE_STAMP := tests/console/node_modules/.installed-stamp
+$(NODE_STAMP): tests/console/package-lock.json
+	npm ci --prefix tests/console --no-audit --no-fund --silent
+	@touch $(NODE_STAMP)
+
+deps: system-deps $(STAMP) $(NODE_STAMP)
 
 dev-up: deps
 	@$(PY) -m services.devstack up --dir $(DEV_DIR)

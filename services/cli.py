@@ -57,10 +57,11 @@ def _add_serve(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the service: API, ingest, moderation")
     serve.add_argument("--host", default=None, help="bind address (default api.host)")
     serve.add_argument("--port", type=int, default=None, help="port (default api.port)")
-    serve.add_argument("--roles", default="api,ingest,archive,alerts",
+    serve.add_argument("--roles", default="api,ingest,archive,alerts,console",
                        help="comma-separated: api (HTTP API), ingest (watch the streams the "
                             "consumer group assigns), archive (log archivers, chat filter), "
-                            "alerts (webhooks, flag-to-action latency); default all")
+                            "alerts (webhooks, flag-to-action latency), console (moderators' "
+                            "web pages; needs api); default all")
 
 
 def _add_compliance(commands: Any) -> None:

@@ -205,6 +205,16 @@ class AlertSettings(BaseModel):
     start_from: Literal["latest", "earliest"] = "latest"
 
 
+class ConsoleSettings(BaseModel):
+    model_config = _Frozen  # type: ignore[assignment]
+    #: The live queue starts with the flags of this many past hours.
+    window_h: float = Field(24.0, gt=0, le=24 * 14)
+    #: Flags kept in memory per API node (newest; actions need their flag).
+    max_flags: int = Field(50_000, ge=100)
+    #: Platforms' webhooks that receive every moderator action (signed, retried).
+    webhooks: tuple[WebhookSettings, ...] = ()
+
+
 class ChatSettings(BaseModel):
     model_config = _Frozen  # type: ignore[assignment]
     #: Word lists, one UTF-8 file per category (``{category}.txt``, a term per line,
@@ -259,6 +269,8 @@ class IngestSettings(BaseModel):
     revoked_topic: str = "streamwarden.revoked-keys"
     #: Provider records and their hosts (compacted, keyed by provider id).
     providers_topic: str = "streamwarden.providers"
+    #: Hosts moderators blacklisted (compacted, keyed "provider/host"); always enforced.
+    host_blacklist_topic: str = "streamwarden.host-blacklist"
     #: Refuse streams of unregistered, blacklisted or unlicensed providers, unverified
     #: hosts and unknown sources (the notice's gate). Only local demos turn it off.
     enforce_providers: bool = True
@@ -293,6 +305,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     chat: ChatSettings = ChatSettings()
     alerts: AlertSettings = AlertSettings()
+    console: ConsoleSettings = ConsoleSettings()
     ingest: IngestSettings = IngestSettings()
 
     @classmethod

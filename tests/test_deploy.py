@@ -94,7 +94,7 @@ def test_every_role_is_deployed_and_workers_scale() -> None:
                  if d["kind"] in ("StatefulSet", "Deployment")}
     roles = {name: _roles_of(d["spec"]["template"]["spec"]["containers"][0]["args"])
              for name, d in workloads.items()}
-    assert set().union(*roles.values()) == {"api", "ingest", "archive", "alerts"}
+    assert set().union(*roles.values()) == {"api", "ingest", "archive", "alerts", "console"}
     hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")
     target = hpa["spec"]["scaleTargetRef"]["name"]
     assert roles[target] == {"ingest"}
@@ -105,4 +105,4 @@ def test_every_role_is_deployed_and_workers_scale() -> None:
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
     compose_roles = [_roles_of(s["command"]) for s in compose.values() if "command" in s
                      and "serve" in s["command"]]
-    assert set().union(*compose_roles) == {"api", "ingest", "archive", "alerts"}
+    assert set().union(*compose_roles) == {"api", "ingest", "archive", "alerts", "console"}

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ROLES = ("platform", "moderator", "investigator", "admin", "edge", "metrics")
 _ROLES_ATTR = "_streamwarden_roles"
+#: Cookie holding a console user's token (set by the login page).
+CONSOLE_COOKIE = "streamwarden_token"
 
 
 def requires(*roles: str) -> Callable[[Handler], Handler]:
@@ -53,7 +55,8 @@ def presented_token(request: web.Request, roles: frozenset[str]) -> str:
     # nginx-rtmp callbacks cannot send headers: the edge's token rides in the query.
     if "edge" in roles:
         return request.query.get("token", "")
-    return ""
+    # The console's pages and their calls (HttpOnly, SameSite=Strict cookie).
+    return request.cookies.get(CONSOLE_COOKIE, "")
 
 
 def auth_middleware(tokens: dict[str, str]) -> Any:

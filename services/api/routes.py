@@ -13,6 +13,7 @@ from services.api.errors import error_middleware, json_error
 from services.api.evidence_routes import add_evidence_routes
 from services.api.provider_routes import add_provider_routes
 from services.api.service import Service
+from services.console.routes import add_action_routes, add_console_routes
 from services.errors import InvalidStreamId
 from services.ids import validate_id
 from services.ingest.keys import KeyRefused
@@ -180,4 +181,7 @@ def build_app(service: Service) -> web.Application:
     add_archive_routes(app, service)
     add_provider_routes(app, service)
     add_evidence_routes(app, service)
+    add_action_routes(app, service)
+    if "console" in service.roles:
+        add_console_routes(app, service)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -12,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from services.alerts.dispatcher import AlertDispatcher
+from services.alerts.webhooks import WebhookSender
 from services.app import ModerationApp
 from services.archive.recorder import FrameRecorder
 from services.assign.directory import StreamDirectory
@@ -30,6 +32,8 @@ from services.ingest.supervisor import StreamSupervisor
 from services.ingest.webrtc import WebRtcSource, WhipSession, answer_offer
 from services.kafka import ConsumerLag, ensure_topics
 from services.logs.archiver import LogArchiver
+from services.moderation.actions import action_message, parse_action
+from services.moderation.feed import FlagFeed
 from services.observability import ServiceCollector
 from services.pipeline.stream import Source, StreamIdentity
 from services.providers.desk import ProviderDesk
@@ -43,14 +47,14 @@ log = logging.getLogger(__name__)
 
 
 #: What one process can do; a deployment runs them together (the default) or apart.
-ROLES = ("api", "ingest", "archive", "alerts")
+ROLES = ("api", "ingest", "archive", "alerts", "console")
 
 
 def parse_roles(value: str) -> frozenset[str]:
     roles = frozenset(part.strip() for part in value.split(",") if part.strip())
     unknown = roles - set(ROLES)
-    if "console" in unknown:
-        raise ConfigError("the console role is not built yet (issue 6)")
+    if "console" in roles and "api" not in roles:
+        raise ConfigError("the console role needs the api role in the same process")
     if unknown or not roles:
         raise ConfigError(f"roles must be a comma-separated subset of {', '.join(ROLES)}; "
                           f"got {value!r}")
@@ -72,6 +76,8 @@ class Service:
     providers: ProviderDesk | None = None
     chat: ChatFilter | None = None
     alerts: AlertDispatcher | None = None
+    feed: FlagFeed | None = None
+    action_hooks: WebhookSender | None = None
     whip: dict[str, WhipSession] = field(default_factory=dict)
     #: WebRTC sessions end where they were answered: they stay out of the shared registry.
     whip_records: dict[str, StreamRecord] = field(default_factory=dict)
@@ -95,6 +101,13 @@ class Service:
                 LogArchiver(settings.kafka, settings.logs, app.store, settings.logs.user_log(),
                             chat.scan),
                 LogArchiver(settings.kafka, settings.logs, app.store, settings.logs.access_log())]
+        if "api" in roles:
+            service.feed = FlagFeed(settings.kafka, settings.console)
+            hooks = Spool(settings.spool.dir / "action-webhooks",
+                          max_bytes=settings.spool.max_bytes // 4)
+            service.action_hooks = WebhookSender(
+                hooks, {w.url: w.secret for w in settings.console.webhooks},
+                settings.alerts.timeout_s)
         if "alerts" in roles:
             spool = Spool(settings.spool.dir / "alerts", max_bytes=settings.spool.max_bytes // 4)
             service.alerts = AlertDispatcher(settings, spool)
@@ -110,10 +123,15 @@ class Service:
         await self.app.start(load_model=self.worker is not None)
         ingest = self.settings.ingest
         await ensure_topics(self.settings.kafka, [ingest.streams_topic, ingest.status_topic,
-                                                  ingest.revoked_topic, ingest.providers_topic],
+                                                  ingest.revoked_topic, ingest.providers_topic,
+                                                  ingest.host_blacklist_topic],
                             partitions=ingest.streams_partitions, compacted=True)
         if "api" in self.roles:
+            await ensure_topics(self.settings.kafka, [self.settings.alerts.actions_topic])
             await self.directory.start()
+        for part in (self.feed, self.action_hooks):
+            if part is not None:
+                await part.start()
         if self.chat is not None:
             await self.chat.start()
         if self.alerts is not None:
@@ -267,6 +285,46 @@ class Service:
         if watch is not None and watch.task is not None:
             await watch.task  # the track ended: the pipeline finishes and says "ended"
 
+    # --- moderator actions --------------------------------------------------------
+    async def take_action(self, body: Any, moderator: str) -> dict[str, Any]:
+        """Recorded (actions topic, platform webhooks; both spooled) before any effect."""
+        flag_id, action, reason = parse_action(body)
+        flag = self.feed.flags.get(flag_id) if self.feed is not None else None
+        if flag is None:
+            raise RegistryError(f"no flag {flag_id} (unknown, or older than the console "
+                                "window)", 404)
+        message = action_message(flag, action, reason, moderator, datetime.now(UTC))
+        body_bytes = encode_flag(message)
+        await asyncio.to_thread(self.app.event_publisher.spool.put, message["id"], body_bytes,
+                                {"topic": self.settings.alerts.actions_topic,
+                                 "key": str(flag.get("stream_id") or flag["provider_id"])})
+        self.app.event_publisher.notify()
+        await self._to_platforms(message["id"], body_bytes)
+        await self._apply(message)
+        return message
+
+    async def _to_platforms(self, action_id: str, body: bytes) -> None:
+        if self.action_hooks is None:
+            return
+        for hook in self.settings.console.webhooks:
+            item = hashlib.sha256(f"{action_id}|{hook.url}".encode()).hexdigest()[:40]
+            await asyncio.to_thread(self.action_hooks.spool.put, item, body, {"url": hook.url})
+        self.action_hooks.notify()
+
+    async def _apply(self, message: dict[str, Any]) -> None:
+        stream, provider, host = message["stream_id"], message["provider_id"], message["host_id"]
+        if message["action"] == "block_stream" and stream:
+            await self._stop_stream(stream)
+        elif message["action"] == "blacklist_host" and host:
+            await self.directory.blacklist_host(provider, host)
+            for record in self.records():
+                if record.provider_id == provider and record.host_id == host:
+                    await self._stop_stream(record.stream_id)
+
+    async def _stop_stream(self, stream_id: str) -> None:
+        with contextlib.suppress(RegistryError):  # already gone
+            await self.remove(stream_id)
+
     # --- viewer reports -----------------------------------------------------------
     async def report(self, body: dict[str, Any]) -> dict[str, Any]:
         """A flag with source ``report``, archived as a log line, and burst sampling on
@@ -318,7 +376,7 @@ class Service:
             await self.worker.pause()  # no new streams start while the others stop
         await self.supervisor.stop_all(self.settings.ingest.shutdown_timeout_s / 2)
         for part in (self.worker, self.reporter, self.directory, *self.archivers, self.chat,
-                     self.alerts):
+                     self.alerts, self.feed, self.action_hooks):
             if part is not None:
                 await part.stop()
 

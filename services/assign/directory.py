@@ -40,6 +40,8 @@ class StreamDirectory:
         #: Shared with the key verifier: a revocation on any node reaches every node.
         self.revoked: set[str] = set()
         self.providers: dict[str, Provider] = {}
+        #: "provider/host" of hosts moderators blacklisted.
+        self.blacklisted_hosts: set[str] = set()
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._loop = BackgroundTask(self._run, "stream-directory")
@@ -76,7 +78,7 @@ class StreamDirectory:
         assert consumer is not None  # noqa: S101 - start() made it
         await consumer.topics()  # fetch metadata
         topics = (self.ingest.streams_topic, self.ingest.status_topic, self.ingest.revoked_topic,
-                  self.ingest.providers_topic)
+                  self.ingest.providers_topic, self.ingest.host_blacklist_topic)
         tps = [TopicPartition(topic, p) for topic in topics
                for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(tps)
@@ -107,6 +109,9 @@ class StreamDirectory:
         key = message.key.decode()
         if topic == self.ingest.revoked_topic:
             self.revoked.add(key)  # revocations are never undone
+            return
+        if topic == self.ingest.host_blacklist_topic:
+            (self.blacklisted_hosts.add if message.value else self.blacklisted_hosts.discard)(key)
             return
         if topic == self.ingest.providers_topic:
             self._apply_provider(key, message)
@@ -146,6 +151,11 @@ class StreamDirectory:
         self.records.pop(stream_id, None)
         self.statuses.pop(stream_id, None)
         return record
+
+    async def blacklist_host(self, provider_id: str, host_id: str) -> None:
+        key = f"{provider_id}/{host_id}"
+        await self._send(self.ingest.host_blacklist_topic, key, b"blacklisted")
+        self.blacklisted_hosts.add(key)
 
     async def revoke(self, kid: str) -> None:
         await self._send(self.ingest.revoked_topic, kid, b"revoked")

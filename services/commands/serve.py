@@ -20,7 +20,9 @@ log = logging.getLogger("streamwarden.serve")
 
 
 async def _start_http(service: Service, host: str, port: int) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
+    # Short: open console event streams must not hold a graceful stop for a minute.
+    runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False,
+                           shutdown_timeout=3.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

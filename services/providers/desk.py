@@ -84,9 +84,16 @@ class ProviderDesk:
 
     async def admit(self, request: IngestRequest, stream_id: str, origin: str) -> None:
         """Raise IngestRefused (after recording why) unless the gate lets the stream in."""
-        if not self.enforce:
+        blacklisted = f"{request.provider_id}/{request.host_id}" in \
+            self.directory.blacklisted_hosts
+        if blacklisted:  # moderators' blacklist: enforced even without the licensing gate
+            refusal: Refusal | None = Refusal("host_blacklisted", f"host {request.host_id} "
+                                              "was blacklisted by a moderator")
+        elif not self.enforce:
             return
-        refusal = check(self.directory.providers.get(request.provider_id), request, today())
+        else:
+            refusal = check(self.directory.providers.get(request.provider_id), request,
+                            today())
         if refusal is None:
             return
         log.warning("stream %s refused (%s): %s", stream_id, origin, refusal.message)

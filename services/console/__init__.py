@@ -1,0 +1,1 @@
+"""The moderators' web console: login, live flag queue, actions, archived replay."""

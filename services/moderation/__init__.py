@@ -1,0 +1,1 @@
+"""Moderators: the live flag feed, actions on flags, and their delivery to platforms."""

@@ -1,0 +1,103 @@
+"""The live flag feed of one API node: every partition of the flags topic from the
+console window on, the newest flags kept (bounded) for actions and for new viewers, and
+a bounded queue per viewer (oldest dropped when a viewer is slow)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from services.background import BackgroundTask
+from services.config import ConsoleSettings, KafkaSettings
+from services.kafka import start_consumer
+
+log = logging.getLogger(__name__)
+
+#: Flags waiting for one viewer's browser.
+VIEWER_QUEUE = 200
+
+
+class FlagFeed:
+    def __init__(self, kafka: KafkaSettings, settings: ConsoleSettings) -> None:
+        self.kafka = kafka
+        self.settings = settings
+        self.flags: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.viewers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.dropped = 0
+        self._consumer: AIOKafkaConsumer | None = None
+        self._loop = BackgroundTask(self._run, "flag-feed")
+
+    async def start(self) -> None:
+        if self._consumer is None:
+            # Every node needs every flag: partitions are assigned, not shared in a group.
+            consumer = await start_consumer(AIOKafkaConsumer(
+                bootstrap_servers=self.kafka.bootstrap_servers, enable_auto_commit=False,
+                client_id=f"{self.kafka.client_id}-console"), "flag feed")
+            self._consumer = consumer
+            await self._seek_window(consumer)
+        self._loop.start()
+
+    async def stop(self) -> None:
+        await self._loop.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def _seek_window(self, consumer: AIOKafkaConsumer) -> None:
+        await consumer.topics()
+        topic = self.kafka.flags_topic
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        since = datetime.now(UTC) - timedelta(hours=self.settings.window_h)
+        starts = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000)
+                                                   for tp in tps})
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            found = starts.get(tp)
+            consumer.seek(tp, found.offset if found is not None else ends[tp])
+
+    async def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None  # noqa: S101 - start() made it
+        while True:
+            try:
+                batch = await consumer.getmany(timeout_ms=500)
+            except KafkaError as error:  # aiokafka reconnects by itself
+                log.warning("flag feed: %s", error)
+                await asyncio.sleep(1.0)
+                continue
+            for records in batch.values():
+                for record in records:
+                    with contextlib.suppress(ValueError):
+                        self.add(json.loads(record.value or b""))
+
+    def add(self, flag: dict[str, Any]) -> None:
+        if not isinstance(flag, dict) or "id" not in flag or flag["id"] in self.flags:
+            return  # repeats (at-least-once delivery) are dropped by id
+        self.flags[flag["id"]] = flag
+        while len(self.flags) > self.settings.max_flags:
+            self.flags.popitem(last=False)
+        for viewer in self.viewers:
+            if viewer.full():
+                viewer.get_nowait()
+                self.dropped += 1
+            viewer.put_nowait(flag)
+
+    def recent(self, count: int) -> list[dict[str, Any]]:
+        return list(self.flags.values())[-count:]
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        viewer: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=VIEWER_QUEUE)
+        self.viewers.add(viewer)
+        return viewer
+
+    def unsubscribe(self, viewer: asyncio.Queue[dict[str, Any]]) -> None:
+        self.viewers.discard(viewer)

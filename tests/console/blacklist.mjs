@@ -1,0 +1,27 @@
+// Signs in to the console, waits for a flag of STREAM_ID to appear in the live queue,
+// and clicks "blacklist host" on it. Prints one JSON line; exits non-zero on failure.
+import { chromium } from "playwright-core";
+
+const [base, token, streamId, reason] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu"],
+});
+try {
+  const page = await browser.newPage();
+  await page.goto(`${base}/console/login`);
+  await page.fill("#token", token);
+  await Promise.all([page.waitForURL(`${base}/console`), page.click("#sign-in")]);
+  const signedIn = Date.now();
+  const row = page.locator(`.flag[data-stream-id="${streamId}"]`).first();
+  await row.waitFor({ timeout: 30000 });
+  const flagSeenMs = Date.now() - signedIn;
+  const flagId = await row.getAttribute("data-flag-id");
+  const replay = await row.locator("a").first().getAttribute("href");
+  await row.locator("input.reason").fill(reason);
+  await row.locator("button.blacklist_host").click();
+  await row.locator(".result", { hasText: "blacklist_host done" }).waitFor({ timeout: 15000 });
+  console.log(JSON.stringify({ ok: true, flag_id: flagId, flag_seen_ms: flagSeenMs, replay }));
+} finally {
+  await browser.close();
+}
