@@ -40,6 +40,25 @@ def _add_flags(commands: Any) -> None:
                       help="exit after this many seconds without a new flag")
 
 
+def _add_actions(commands: Any) -> None:
+    from services.moderation.actions import ACTIONS
+
+    actions = commands.add_parser("actions", help="moderator actions: take one, or tail them")
+    sub = actions.add_subparsers(dest="actions_command", required=True)
+    take = sub.add_parser("take", help="act on a flag (through the service's API)")
+    take.add_argument("--flag", required=True, help="flag id")
+    take.add_argument("--action", required=True, choices=ACTIONS)
+    take.add_argument("--reason", required=True)
+    take.add_argument("--api", default=None, help="service URL (or STREAMWARDEN_API_URL); "
+                                                  "token in STREAMWARDEN_TOKEN")
+    tail = sub.add_parser("tail", help="print actions as they arrive")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--stream-id", default=None, help="only this stream's actions")
+    tail.add_argument("--max", type=int, default=None, help="exit after this many")
+    tail.add_argument("--timeout", type=float, default=None,
+                      help="exit after this many seconds without a new action")
+
+
 def _add_models(commands: Any) -> None:
     classify = commands.add_parser("classify", help="score images or videos, one JSON per input")
     classify.add_argument("inputs", nargs="+", metavar="IMAGE_OR_VIDEO")
@@ -116,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run(commands)
     _add_flags(commands)
+    _add_actions(commands)
     _add_models(commands)
     _add_serve(commands)
     _add_archive(commands)
@@ -172,6 +192,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from services.commands.archive import archive_command
 
         return asyncio.run(archive_command(args))
+    if args.command == "actions":
+        from services.commands.actions import take_command
+        from services.commands.flags_tail import tail_command
+        from services.config import load_settings
+
+        if args.actions_command == "take":
+            return asyncio.run(take_command(args))
+        args.topic = load_settings().alerts.actions_topic
+        return asyncio.run(tail_command(args, _with_signals))
     if args.command == "evidence":
         from services.commands import evidence
 

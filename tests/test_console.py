@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from services.alerts.webhooks import SIGNATURE_HEADER, verify
-from tests.helpers import REPO, publish_rtmp, unique
+from tests.helpers import REPO, publish_rtmp, run_cli, unique
 from tests.service_helpers import RunningService, request, start_service, wait_for_messages
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -73,9 +73,10 @@ async def test_blacklisting_a_host_from_the_console(
     received, arrived, port = platform_hook
     actions_topic = unique("actions")
     hooks = [{"url": f"http://127.0.0.1:{port}/actions", "secret": SECRET}]
-    service = await asyncio.to_thread(
-        start_service, stack_env, tmp_path, STREAMWARDEN_CONSOLE__WEBHOOKS=json.dumps(hooks),
-        STREAMWARDEN_ALERTS__ACTIONS_TOPIC=actions_topic)
+    service_env = {"STREAMWARDEN_CONSOLE__WEBHOOKS": json.dumps(hooks),
+                   "STREAMWARDEN_ALERTS__ACTIONS_TOPIC": actions_topic,
+                   "STREAMWARDEN_INGEST__HOST_BLACKLIST_TOPIC": unique("blacklist")}
+    service = await asyncio.to_thread(start_service, stack_env, tmp_path, **service_env)
     host = unique("host")
     stream_id = unique("live")
     publisher = publish_rtmp((await _key(service, stream_id, host))["publish_url"],
@@ -98,10 +99,16 @@ async def test_blacklisting_a_host_from_the_console(
                 await arrived.wait()
         await _refused_again(service, host)
         await _api_checks(service, result["flag_id"], stream_id)
+        await _terminal(service, result["flag_id"])
+        await asyncio.to_thread(service.stop)
+        # The blacklist is on a compacted topic: a restarted service still refuses.
+        service = await asyncio.to_thread(start_service, stack_env, tmp_path, **service_env)
+        await _refused_again(service, host)
     finally:
         publisher.kill()
         await asyncio.to_thread(publisher.wait, 30)
-        await asyncio.to_thread(service.stop)
+        if service.process.poll() is None:
+            await asyncio.to_thread(service.stop)
 
 
 async def _refused_again(service: RunningService, host: str) -> None:
@@ -117,6 +124,19 @@ async def _refused_again(service: RunningService, host: str) -> None:
         service.bootstrap, service.events_topic,
         lambda seen: any(e["stream_id"] == again and e["type"] == "refused"
                          and e["detail"].get("reason") == "host_blacklisted" for e in seen))
+
+
+async def _terminal(service: RunningService, flag_id: str) -> None:
+    """The same from a terminal: `actions take` and `actions tail`."""
+    env = {**service.env, "STREAMWARDEN_API_URL": service.base_url,
+           "STREAMWARDEN_TOKEN": service.token("moderator")}
+    taken = await run_cli(["actions", "take", "--flag", flag_id, "--action", "confirm",
+                           "--reason", "confirmed in the terminal"], env)
+    assert taken.returncode == 0, taken.stderr
+    tail = await run_cli(["actions", "tail", "--from-beginning", "--max", "2",
+                          "--timeout", "20"], env)
+    kinds = [json.loads(line)["action"] for line in tail.stdout.splitlines()]
+    assert kinds == ["blacklist_host", "confirm"], tail.stdout + tail.stderr
 
 
 async def _api_checks(service: RunningService, flag_id: str, stream_id: str) -> None:
@@ -138,3 +158,36 @@ async def _api_checks(service: RunningService, flag_id: str, stream_id: str) -> 
     assert status == 200 and "javascript" in headers["Content-Type"]
     status, _, _ = await request("GET", f"{service.base_url}/console/flags")
     assert status == 401
+
+
+async def test_a_webhook_that_times_out_is_retried_until_it_answers(tmp_path: Path) -> None:
+    from services.alerts.webhooks import WebhookSender
+    from services.spool import Spool
+
+    calls: list[float] = []
+    answered = asyncio.Event()
+
+    async def slow_then_fine(request: web.Request) -> web.Response:
+        calls.append(asyncio.get_running_loop().time())
+        if len(calls) == 1:
+            await asyncio.sleep(3)  # longer than the sender's timeout
+        answered.set()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", slow_then_fine)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    sender = WebhookSender(Spool(tmp_path / "hooks", max_bytes=1 << 20), {url: SECRET}, 0.5)
+    try:
+        sender.spool.put("a" * 40, b'{"action": "dismiss"}', {"url": url})
+        await sender.start()
+        sender.notify()
+        assert await sender.wait_drained(30)
+        await asyncio.wait_for(answered.wait(), 5)
+    finally:
+        await sender.stop()
+        await runner.cleanup()
+    assert len(calls) >= 2 and sender.delivered == 1 and not len(sender.spool)

@@ -20,7 +20,7 @@ from services.errors import BrokerUnavailable
 async def _consumer(args: argparse.Namespace) -> AIOKafkaConsumer:
     settings = load_settings().kafka
     consumer = AIOKafkaConsumer(
-        settings.flags_topic,
+        getattr(args, "topic", None) or settings.flags_topic,
         bootstrap_servers=settings.bootstrap_servers,
         client_id=f"{settings.client_id}-tail",
         # A private group: tailing never steals partitions from real moderators.
