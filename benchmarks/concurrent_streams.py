@@ -298,7 +298,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")],
                         default=[10, 20, 40])
-    parser.add_argument("--naive-streams", type=lambda s: [int(x) for x in s.split(",")],
+    parser.add_argument("--naive-streams", type=lambda s: [int(x) for x in s.split(",") if x],
                         default=[8, 12, 16])
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--dev-dir", default=".dev")

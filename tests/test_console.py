@@ -14,6 +14,8 @@ import pytest
 from aiohttp import web
 
 from services.alerts.webhooks import SIGNATURE_HEADER, verify
+from services.archive.store import ObjectStore
+from services.config import load_settings
 from tests.helpers import REPO, publish_rtmp, run_cli, unique
 from tests.service_helpers import RunningService, request, start_service, wait_for_messages
 
@@ -67,13 +69,15 @@ async def _browser(service: RunningService, stream_id: str) -> dict[str, Any]:
 
 
 async def test_blacklisting_a_host_from_the_console(
-    stack_env: dict[str, str], tmp_path: Path,
+    settings_env: dict[str, str], tmp_path: Path,
     platform_hook: tuple[list[dict[str, Any]], asyncio.Event, int]
 ) -> None:
     received, arrived, port = platform_hook
+    stack_env = settings_env
     actions_topic = unique("actions")
     hooks = [{"url": f"http://127.0.0.1:{port}/actions", "secret": SECRET}]
     service_env = {"STREAMWARDEN_CONSOLE__WEBHOOKS": json.dumps(hooks),
+                   "STREAMWARDEN_ARCHIVE__SEGMENT_S": "2",
                    "STREAMWARDEN_ALERTS__ACTIONS_TOPIC": actions_topic,
                    "STREAMWARDEN_INGEST__HOST_BLACKLIST_TOPIC": unique("blacklist")}
     service = await asyncio.to_thread(start_service, stack_env, tmp_path, **service_env)
@@ -82,8 +86,10 @@ async def test_blacklisting_a_host_from_the_console(
     publisher = publish_rtmp((await _key(service, stream_id, host))["publish_url"],
                              seconds=90, size="320x180")
     try:
+        await _segments_archived(stream_id, 2)
         result = await _browser(service, stream_id)
         assert result["flag_seen_ms"] < 20_000 and result["replay"].startswith("/console/")
+        assert result["replayed_s"] > 0  # hls.js played the archived context
         actions = await wait_for_messages(
             service.bootstrap, actions_topic,
             lambda seen: any(a["flag_id"] == result["flag_id"] for a in seen))
@@ -124,6 +130,15 @@ async def _refused_again(service: RunningService, host: str) -> None:
         service.bootstrap, service.events_topic,
         lambda seen: any(e["stream_id"] == again and e["type"] == "refused"
                          and e["detail"].get("reason") == "host_blacklisted" for e in seen))
+
+
+async def _segments_archived(stream_id: str, count: int) -> None:
+    """Replay needs archived segments; S3 has nothing to wait on: poll it."""
+    store = ObjectStore(load_settings().s3)
+    async with asyncio.timeout(60):
+        while len([k for k in await store.list_keys("segments/prov-console/")  # noqa: ASYNC110
+                   if f"/{stream_id}/" in k and k.endswith(".ts")]) < count:
+            await asyncio.sleep(0.5)
 
 
 async def _terminal(service: RunningService, flag_id: str) -> None:

@@ -45,6 +45,9 @@ def _client(settings: S3Settings) -> Minio:
     http = urllib3.PoolManager(
         timeout=timeout,
         retries=False,
+        # Uploads, archivers and stats run in several threads at once: keep their
+        # connections (urllib3's default of one per host re-handshakes TLS each time).
+        maxsize=16,
         cert_reqs="CERT_REQUIRED" if parts.scheme == "https" else "CERT_NONE",
         ca_certs=str(settings.ca_file) if settings.ca_file else None,
     )

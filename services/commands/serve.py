@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 from typing import Any
 
@@ -48,8 +49,26 @@ async def serve_command(args: argparse.Namespace, with_signals: Any) -> int:
     try:
         await with_signals(stop.wait(), stop.set)
     finally:
-        await _shutdown(service, runner)
-    return 0
+        clean = await _bounded_shutdown(service, runner)
+    return 0 if clean else 1
+
+
+async def _bounded_shutdown(service: Service, runner: web.AppRunner) -> bool:
+    """The graceful stop, with a hard limit: a stop that hangs names what it waits for
+    and gives up (spooled items stay on disk for the next start)."""
+    limit = service.settings.ingest.shutdown_timeout_s + 10
+    try:
+        async with asyncio.timeout(limit):
+            await _shutdown(service, runner)
+        return True
+    except TimeoutError:
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                stack = io.StringIO()
+                task.print_stack(limit=8, file=stack)
+                log.error("shutdown gave up after %.0fs; still waiting: %s\n%s", limit,
+                          task.get_name(), stack.getvalue())
+        return False
 
 
 async def _shutdown(service: Service, runner: web.AppRunner) -> None:

@@ -1,11 +1,13 @@
 // Signs in to the console, waits for a flag of STREAM_ID to appear in the live queue,
-// and clicks "blacklist host" on it. Prints one JSON line; exits non-zero on failure.
+// replays its archived context (hls.js), then clicks "blacklist host" on it.
+// Prints one JSON line; exits non-zero on failure.
 import { chromium } from "playwright-core";
 
 const [base, token, streamId, reason] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu"],
+  // The local S3 server's certificate comes from a test CA the browser does not know.
+  args: ["--no-sandbox", "--disable-gpu", "--ignore-certificate-errors"],
 });
 try {
   const page = await browser.newPage();
@@ -18,10 +20,17 @@ try {
   const flagSeenMs = Date.now() - signedIn;
   const flagId = await row.getAttribute("data-flag-id");
   const replay = await row.locator("a").first().getAttribute("href");
+  const player = await page.context().newPage();
+  await player.goto(`${base}${replay}`);
+  await player.waitForFunction(
+    () => document.getElementById("video").readyState >= 2, null, { timeout: 40000 });
+  const replayed = await player.evaluate(() => document.getElementById("video").duration);
+  await player.close();
   await row.locator("input.reason").fill(reason);
   await row.locator("button.blacklist_host").click();
   await row.locator(".result", { hasText: "blacklist_host done" }).waitFor({ timeout: 15000 });
-  console.log(JSON.stringify({ ok: true, flag_id: flagId, flag_seen_ms: flagSeenMs, replay }));
+  console.log(JSON.stringify({ ok: true, flag_id: flagId, flag_seen_ms: flagSeenMs, replay,
+    replayed_s: replayed }));
 } finally {
   await browser.close();
 }
