@@ -10,7 +10,8 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--ignore-certificate-errors"],
 });
 try {
-  const page = await browser.newPage();
+  const context = await browser.newContext();  // one cookie jar for both pages
+  const page = await context.newPage();
   await page.goto(`${base}/console/login`);
   await page.fill("#token", token);
   await Promise.all([page.waitForURL(`${base}/console`), page.click("#sign-in")]);
@@ -20,7 +21,7 @@ try {
   const flagSeenMs = Date.now() - signedIn;
   const flagId = await row.getAttribute("data-flag-id");
   const replay = await row.locator("a").first().getAttribute("href");
-  const player = await page.context().newPage();
+  const player = await context.newPage();
   await player.goto(`${base}${replay}`);
   await player.waitForFunction(
     () => document.getElementById("video").readyState >= 2, null, { timeout: 40000 });
