@@ -20,16 +20,18 @@ try {
   await row.waitFor({ timeout: 30000 });
   const flagSeenMs = Date.now() - signedIn;
   const flagId = await row.getAttribute("data-flag-id");
-  const replay = await row.locator("a").first().getAttribute("href");
+  // Newer flags are prepended as they arrive: pin this one by its id from here on.
+  const flag = page.locator(`.flag[data-flag-id="${flagId}"]`);
+  const replay = await flag.locator("a").first().getAttribute("href");
   const player = await context.newPage();
   await player.goto(`${base}${replay}`);
   await player.waitForFunction(
     () => document.getElementById("video").readyState >= 2, null, { timeout: 40000 });
   const replayed = await player.evaluate(() => document.getElementById("video").duration);
   await player.close();
-  await row.locator("input.reason").fill(reason);
-  await row.locator("button.blacklist_host").click();
-  await row.locator(".result", { hasText: "blacklist_host done" }).waitFor({ timeout: 15000 });
+  await flag.locator("input.reason").fill(reason);
+  await flag.locator("button.blacklist_host").click();
+  await flag.locator(".result", { hasText: "blacklist_host done" }).waitFor({ timeout: 15000 });
   console.log(JSON.stringify({ ok: true, flag_id: flagId, flag_seen_ms: flagSeenMs, replay,
     replayed_s: replayed }));
 } finally {
