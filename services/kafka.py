@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import IllegalStateError, KafkaError, TopicAlreadyExistsError
 
@@ -57,6 +58,23 @@ async def start_consumer(consumer: AIOKafkaConsumer, what: str) -> AIOKafkaConsu
         await consumer.stop()
         raise BrokerUnavailable(f"{what}: {error}") from None
     return consumer
+
+
+async def assign_from_time(consumer: AIOKafkaConsumer, topic: str, since: datetime
+                           ) -> dict[TopicPartition, int]:
+    """Assign every partition of ``topic`` and seek each to its first message at or after
+    ``since`` (Kafka's time index); returns the partitions' end offsets."""
+    await consumer.topics()  # fetch metadata
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    if not tps:
+        return {}
+    consumer.assign(tps)
+    starts = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
+    ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+    for tp in tps:
+        found = starts.get(tp)
+        consumer.seek(tp, found.offset if found is not None else ends[tp])
+    return ends
 
 
 class ConsumerLag:

@@ -15,6 +15,7 @@ from services.archive.store import ObjectStore
 from services.assign.directory import behind
 from services.config import KafkaSettings
 from services.errors import BrokerUnavailable
+from services.kafka import assign_from_time
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +35,8 @@ async def read_range(kafka: KafkaSettings, topic: str, start: datetime, end: dat
                                 enable_auto_commit=False, client_id=f"{kafka.client_id}-report")
     try:
         await consumer.start()
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        starts = await consumer.offsets_for_times({tp: int(start.timestamp() * 1000) for tp in tps})
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            found = starts.get(tp)
-            consumer.seek(tp, found.offset if found is not None else ends[tp])
-        return await _drain(consumer, ends, int(end.timestamp() * 1000))
+        ends = await assign_from_time(consumer, topic, start)
+        return await _drain(consumer, ends, int(end.timestamp() * 1000)) if ends else []
     except KafkaError as error:
         raise BrokerUnavailable(f"reading {topic}: {error}") from None
     finally:

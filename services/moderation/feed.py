@@ -12,12 +12,12 @@ from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from services.background import BackgroundTask
 from services.config import ConsoleSettings, KafkaSettings
-from services.kafka import start_consumer
+from services.kafka import assign_from_time, start_consumer
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ class FlagFeed:
                 bootstrap_servers=self.kafka.bootstrap_servers, enable_auto_commit=False,
                 client_id=f"{self.kafka.client_id}-console"), "flag feed")
             self._consumer = consumer
-            await self._seek_window(consumer)
+            since = datetime.now(UTC) - timedelta(hours=self.settings.window_h)
+            await assign_from_time(consumer, self.kafka.flags_topic, since)
         self._loop.start()
 
     async def stop(self) -> None:
@@ -50,19 +51,6 @@ class FlagFeed:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
-
-    async def _seek_window(self, consumer: AIOKafkaConsumer) -> None:
-        await consumer.topics()
-        topic = self.kafka.flags_topic
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(tps)
-        since = datetime.now(UTC) - timedelta(hours=self.settings.window_h)
-        starts = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000)
-                                                   for tp in tps})
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            found = starts.get(tp)
-            consumer.seek(tp, found.offset if found is not None else ends[tp])
 
     async def _run(self) -> None:
         consumer = self._consumer
