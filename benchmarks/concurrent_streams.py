@@ -149,7 +149,9 @@ async def run_level(count: int, seconds: float, media: Path, env: dict[str, str]
     service = start_service(env, workdir / f"n{count}",
                             STREAMWARDEN_MODEL__NAMES='["open_nsfw_int8"]',
                             STREAMWARDEN_MODEL__BATCH_SIZE="16",
-                            STREAMWARDEN_MODEL__MAX_WAIT_MS="50")
+                            STREAMWARDEN_MODEL__MAX_WAIT_MS="50",
+                            # Room for the whole run's segments while S3 is paused (below).
+                            STREAMWARDEN_SPOOL__MAX_BYTES=str(8 << 30))
     process = psutil.Process(service.process.pid)
     keys = await issue_keys(service, count)
     moto.suspend()
@@ -186,6 +188,7 @@ async def run_level(count: int, seconds: float, media: Path, env: dict[str, str]
         "dropped_in_window": sum(s["dropped_samples"] for s in streams)
         - sum(s.get("dropped_samples", 0) for s in before["streams"]),
         "classified": sum(s["classified"] for s in streams),
+        "failed": sum(s["failed_samples"] for s in streams),
         "flags_in_window": len(lat),
         "p50_s": statistics.median(lat) if lat else None,
         "p95_s": lat[int(0.95 * (len(lat) - 1))] if lat else None,
@@ -268,7 +271,7 @@ async def run_naive_level(count: int, seconds: float, media: Path, env: dict[str
 
 
 def passed(level: dict[str, Any]) -> bool:
-    return (level["watched"] == level["streams"] and level["dropped"] == 0
+    return (level["watched"] == level["streams"] and level["dropped"] == level["failed"] == 0
             and level["p95_s"] is not None and level["p95_s"] < 2.0)
 
 
@@ -291,7 +294,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 naive_streams = max(naive_streams, count)
         results = []
         for count in args.streams:
-            level = await run_level(count, args.seconds, media, env, moto, Path(tmp))
+            level = await run_level(count, args.seconds, media, env, moto,
+                                    Path(args.keep_logs or tmp))
             level["passed"] = passed(level)
             results.append(level)
             print(json.dumps(level), flush=True)
@@ -311,6 +315,8 @@ def main() -> None:
                         help="length of the pushed file (looped); longer than the window "
                              "keeps the loop point out of the measurement")
     parser.add_argument("--dev-dir", default=".dev")
+    parser.add_argument("--keep-logs", default=None, metavar="DIR",
+                        help="keep each level's service log under DIR/n{streams}/serve.log")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     asyncio.run(main_async(args))

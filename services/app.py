@@ -11,7 +11,7 @@ from services.archive.objects import ObjectUploader
 from services.archive.segments import StreamArchive
 from services.archive.store import ObjectStore
 from services.classify.classifier import Classifier
-from services.config import Settings, SourceSettings
+from services.config import Settings, SourceSettings, SpoolSettings
 from services.drain import SpoolDrainer
 from services.events import EventLog, Lifecycle
 from services.flags.sink import FlagSink
@@ -55,20 +55,19 @@ class ModerationApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        spool_dir = settings.spool.dir
-        cap = settings.spool.max_bytes // 4
+        spool = spools(settings.spool)
         self.store = ObjectStore(settings.s3)
-        self.publisher = SpooledKafkaPublisher(Spool(spool_dir / "flags", max_bytes=cap),
-                                               settings.kafka, "flag-publisher")
-        self.event_publisher = SpooledKafkaPublisher(Spool(spool_dir / "events", max_bytes=cap),
-                                                     settings.kafka, "event-publisher")
-        self.log_publisher = SpooledKafkaPublisher(Spool(spool_dir / "logs", max_bytes=cap),
-                                                   settings.kafka, "log-publisher")
+        self.publisher = SpooledKafkaPublisher(spool["flags"], settings.kafka, "flag-publisher")
+        self.event_publisher = SpooledKafkaPublisher(spool["events"], settings.kafka,
+                                                     "event-publisher")
+        self.log_publisher = SpooledKafkaPublisher(spool["logs"], settings.kafka, "log-publisher")
         self.oplog = OperationLog(self.log_publisher, settings.logs.access_topic)
         self.events = EventLog(self.event_publisher, settings.ingest.events_topic, self.oplog)
-        self.uploader = ObjectUploader(Spool(spool_dir / "objects", max_bytes=cap), self.store)
+        self.uploader = ObjectUploader(spool["objects"], self.store)
+        self.snapshot_uploader = ObjectUploader(spool["snapshots"], self.store,
+                                                "snapshot-uploader")
         self.classifier = Classifier(settings.model)
-        self.sink = FlagSink(self.publisher, self.uploader, settings.kafka.flags_topic,
+        self.sink = FlagSink(self.publisher, self.snapshot_uploader, settings.kafka.flags_topic,
                              settings.s3.bucket)
         self._started = False
 
@@ -137,13 +136,22 @@ class ModerationApp:
                               self.policy_config(), observer, archive)
 
     def _drainers(self) -> tuple[SpoolDrainer, ...]:
-        return (self.uploader, self.publisher, self.event_publisher, self.log_publisher)
+        return (self.snapshot_uploader, self.uploader, self.publisher, self.event_publisher,
+                self.log_publisher)
+
+    @property
+    def spools(self) -> dict[str, Spool]:
+        """Every spool of this process by name (metrics)."""
+        return {"flags": self.publisher.spool, "events": self.event_publisher.spool,
+                "logs": self.log_publisher.spool, "snapshots": self.snapshot_uploader.spool,
+                "objects": self.uploader.spool}
 
     async def drain(self, timeout_s: float | None = None) -> DrainReport:
         """Wait (bounded) until every accepted flag, snapshot and event has been delivered."""
         timeout = self.settings.spool.drain_timeout_s if timeout_s is None else timeout_s
         await asyncio.gather(*(d.wait_drained(timeout) for d in self._drainers()))
-        return DrainReport(len(self.publisher.spool), len(self.uploader.spool))
+        return DrainReport(len(self.publisher.spool),
+                           len(self.uploader.spool) + len(self.snapshot_uploader.spool))
 
     async def stop(self) -> None:
         """Reverse order of start; idempotent."""
@@ -151,6 +159,17 @@ class ModerationApp:
         for drainer in reversed(self._drainers()):
             await drainer.stop()
         self._started = False
+
+
+#: Shares of ``spool.max_bytes``. Archive segments are the bulk; snapshots have their own
+#: share so an S3 outage that fills the segment spool never costs a flag its picture.
+SPOOL_SHARES = {"flags": 8, "events": 8, "logs": 8, "snapshots": 8, "objects": 2}
+
+
+def spools(settings: SpoolSettings) -> dict[str, Spool]:
+    """One spool per delivery path, each capped at its share of the configured total."""
+    return {name: Spool(settings.dir / name, max_bytes=settings.max_bytes // divisor)
+            for name, divisor in SPOOL_SHARES.items()}
 
 
 def _no_state(state: SourceState, detail: str | None) -> None:

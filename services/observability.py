@@ -39,7 +39,8 @@ ALERTS_SENT = Counter("streamwarden_alerts_total", "Alerts spooled for webhooks,
                       ["kind"], registry=REGISTRY)
 
 _COUNTERS = ("packets", "decoded_packets", "corrupt_packets", "samples", "dropped_samples",
-             "classified", "reused", "flags", "reconnects")
+             "dropped_backlog", "dropped_superseded",
+             "classified", "failed_samples", "reused", "flags", "reconnects")
 
 
 class ServiceCollector:

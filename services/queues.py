@@ -27,12 +27,15 @@ class LatestQueue(Generic[T]):
         self.dropped = 0
         self.closed = False
 
-    def offer(self, item: T) -> None:
+    def offer(self, item: T) -> T | None:
+        """Add ``item``; return the oldest item if it had to make room for it."""
+        evicted = None
         if len(self._items) >= self._maxsize:
-            self._items.popleft()
+            evicted = self._items.popleft()
             self.dropped += 1
         self._items.append(item)
         self._ready.set()
+        return evicted
 
     async def put(self, item: T) -> None:
         """Wait for room instead of dropping: backpressure for inputs that can wait (files)."""

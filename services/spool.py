@@ -56,6 +56,7 @@ class Spool:
         self._index: dict[str, Path] = {}
         self._sizes: dict[str, int] = {}
         self._replay_ids: set[str] = set()
+        self._writing: set[str] = set()  # ids being written outside the lock
         directory.mkdir(parents=True, exist_ok=True)
         self._load_existing()
 
@@ -80,7 +81,7 @@ class Spool:
         header = json.dumps(dict(meta), separators=(",", ":")).encode() + b"\n"
         size = len(header) + len(body)
         with self._lock:
-            if item_id in self._index:
+            if item_id in self._index or item_id in self._writing:
                 self.stats.duplicates += 1
                 return False
             if self.stats.bytes + size > self.max_bytes:
@@ -88,8 +89,21 @@ class Spool:
                 raise SpoolFull(
                     f"spool {self.directory} is full ({self.stats.bytes} of {self.max_bytes} bytes)"
                 )
+            self.stats.bytes += size  # reserved: concurrent writers cannot overshoot the cap
+            self._writing.add(item_id)
             path = self.directory / f"{time.time_ns():020d}-{item_id}{_SUFFIX}"
+        # Written outside the lock: one writer's fsync (a segment of megabytes) must not
+        # hold up every other writer (a flag's snapshot) for its duration.
+        try:
             self._write_atomically(path, header + body)
+        except BaseException:
+            with self._lock:
+                self._writing.discard(item_id)
+                self.stats.bytes -= size
+            raise
+        with self._lock:
+            self._writing.discard(item_id)
+            self.stats.bytes -= size
             self._remember(item_id, path, size)
             self.stats.accepted += 1
         return True

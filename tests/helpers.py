@@ -35,14 +35,14 @@ def make_video(path: Path, seconds: float = 6, size: str = "640x360", gop: int =
     return path
 
 
-def publish_rtmp(url: str, seconds: float, gop: int = 60,
-                 size: str = "1280x720") -> subprocess.Popen[bytes]:
+def publish_rtmp(url: str, seconds: float, gop: int = 60, size: str = "1280x720",
+                 extra: Iterable[str] = ()) -> subprocess.Popen[bytes]:
     """Start ffmpeg pushing a generated 30 fps stream in real time."""
     return subprocess.Popen(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi",
          "-i", f"testsrc2=size={size}:rate=30", "-t", str(seconds), "-c:v", "libx264",
          "-preset", "veryfast", "-tune", "zerolatency", "-g", str(gop), "-pix_fmt", "yuv420p",
-         "-f", "flv", url],
+         *extra, "-f", "flv", url],
         stdin=subprocess.DEVNULL,
     )
 

@@ -57,13 +57,17 @@ async def _segments(store: ObjectStore, prefix: str) -> list[str]:
 
 
 async def _spooled_objects(service: RunningService) -> float:
+    return await _spooled(service, "objects")
+
+
+async def _spooled(service: RunningService, spool: str) -> float:
     status, body, _ = await request("GET", f"{service.base_url}/metrics",
                                     headers=service.headers("metrics"))
     assert status == 200
     for line in str(body).splitlines():
-        if line.startswith('streamwarden_spool_items{spool="objects"}'):
+        if line.startswith(f'streamwarden_spool_items{{spool="{spool}"}}'):
             return float(line.rsplit(" ", 1)[1])
-    raise AssertionError("no objects spool gauge in /metrics")
+    raise AssertionError(f"no {spool} spool gauge in /metrics")
 
 
 async def _verify(env: dict[str, str], stream_id: str, provider: str) -> dict[str, Any]:
@@ -189,6 +193,57 @@ async def test_a_full_spool_refuses_segments_visibly(settings_env: dict[str, str
     full = [e for e in events if e["type"] == "archive_spool_full"]
     assert len(full) == 1 and full[0]["stream_id"] == stream_id  # one event per episode
     assert "spool" in full[0]["detail"]["reason"]
+
+
+@pytest.mark.timeout(150)
+async def test_flags_go_on_with_snapshots_while_s3_is_away_and_segments_are_refused(
+        settings_env: dict[str, str], tmp_path: Path) -> None:
+    # The segment spool (half of 8 MiB) fills within seconds of this push while S3 is away;
+    # every sample is still flagged (threshold 0), none dropped, and each flag keeps its
+    # snapshot, which has a spool share of its own and reaches S3 once it is back.
+    stack_env = settings_env
+    proxy = TcpProxy(_s3_port(stack_env))
+    await proxy.open()
+    stream_id, provider = unique("spoolfull"), unique("prov")
+    service = await asyncio.to_thread(start_service, stack_env, tmp_path,
+                                      STREAMWARDEN_SPOOL__MAX_BYTES=str(8 << 20),
+                                      **_s3_proxy_env(stack_env, proxy))
+    bootstrap = stack_env["STREAMWARDEN_KAFKA__BOOTSTRAP_SERVERS"]
+    url = await _issue_key(service, stream_id, provider)
+    await proxy.cut()
+    publisher = publish_rtmp(url, seconds=60, gop=30, size="640x360", extra=["-qp", "8"])
+    try:
+        events = await wait_for_messages(
+            bootstrap, service.env["STREAMWARDEN_INGEST__EVENTS_TOPIC"],
+            lambda seen: any(e["type"] == "archive_spool_full" for e in seen), timeout=60)
+        full_at = next(e["at"] for e in events if e["type"] == "archive_spool_full")
+        flags = await wait_for_messages(
+            bootstrap, service.flags_topic,
+            lambda seen: sum(f["detected_at"] > full_at for f in seen) >= 4, timeout=60)
+        stream = await _stream_status(service, stream_id)
+        assert await _spooled(service, "snapshots") >= 1  # waiting for S3, apart from segments
+        await proxy.open()
+        store = ObjectStore(load_settings().s3)
+        keys = [flag["snapshot"].split("/", 3)[3] for flag in flags]  # none is null
+        await _until(lambda: _all_exist(store, keys), "the snapshots in S3", 60)
+    finally:
+        publisher.kill()
+        await asyncio.to_thread(publisher.wait, 30)
+        await asyncio.to_thread(service.stop)
+        await proxy.cut()
+    assert stream["dropped_samples"] == 0 and stream["failed_samples"] == 0, stream
+    assert stream["state"] == "running"
+
+
+async def _stream_status(service: RunningService, stream_id: str) -> dict[str, Any]:
+    status, body, _ = await request("GET", f"{service.base_url}/v1/streams/{stream_id}",
+                                    headers=service.headers("platform"))
+    assert status == 200, body
+    return dict(body)
+
+
+async def _all_exist(store: ObjectStore, keys: list[str]) -> bool:
+    return all([await store.exists(key) for key in keys])
 
 
 def _duration(playlist: Path) -> float:

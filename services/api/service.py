@@ -149,8 +149,7 @@ class Service:
                     for sid, w in self.supervisor.watches.items()]
 
         def spools() -> dict[str, Spool]:
-            found = {"flags": self.app.publisher.spool, "events": self.app.event_publisher.spool,
-                     "objects": self.app.uploader.spool, "logs": self.app.log_publisher.spool}
+            found = dict(self.app.spools)
             if self.alerts is not None:
                 found["alerts"] = self.alerts.sender.spool
             return found

@@ -18,10 +18,9 @@ class ObjectUploader(SpoolDrainer):
     """Drains the object spool (snapshots, segments, manifests) into the bucket;
     no object is uploaded twice."""
 
-    name = "object-uploader"
-
-    def __init__(self, spool: Spool, store: ObjectStore) -> None:
+    def __init__(self, spool: Spool, store: ObjectStore, name: str = "object-uploader") -> None:
         super().__init__(spool)
+        self.name = name
         self.store = store
         self._attempted: set[str] = set()
 

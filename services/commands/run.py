@@ -60,6 +60,7 @@ async def run_command(args: argparse.Namespace, with_signals: Any) -> int:
         "pending_flags": drained.flags_pending,
         "pending_objects": drained.objects_pending,
         "archive_refused": pipeline.archive.refused if pipeline.archive else 0,
+        "snapshots_refused": app.sink.snapshots_refused,
     }
     print_json_line("summary", summary)
     if not drained.complete:

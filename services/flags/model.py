@@ -37,7 +37,8 @@ class Flag:
     model: ModelRef
     scores: dict[str, float]
     decision: Decision
-    snapshot: str
+    #: None when there was no room to keep the picture (see FlagSink.submit).
+    snapshot: str | None
     #: The frame's time on the source's own clock (RTMP: since the publish started).
     source_time: float | None = None
     models: list[ModelRef] = field(default_factory=list)

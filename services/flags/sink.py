@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from dataclasses import replace
 
 import cv2
 
 from models.preprocess import Image
 from services.archive.objects import ObjectUploader
+from services.errors import SpoolFull
 from services.flags.model import Flag
 from services.kafka_publisher import SpooledKafkaPublisher
 
 _SNAPSHOT_QUALITY = 90
+
+log = logging.getLogger(__name__)
 
 
 def encode_jpeg(image: Image) -> bytes:
@@ -22,7 +27,8 @@ def encode_jpeg(image: Image) -> bytes:
 
 
 class FlagSink:
-    """Once ``submit`` returns, the flag and its snapshot survive a crash or an outage."""
+    """Once ``submit`` returns, the flag (and its snapshot, if there was room for it)
+    survives a crash or an outage."""
 
     def __init__(self, publisher: SpooledKafkaPublisher, uploader: ObjectUploader,
                  topic: str, bucket: str) -> None:
@@ -30,17 +36,32 @@ class FlagSink:
         self.uploader = uploader
         self.topic = topic
         self.bucket = bucket
+        self.snapshots_refused = 0
 
     def snapshot_uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
-    async def submit(self, flag: Flag, key: str, image: Image) -> None:
-        def persist() -> None:
-            jpeg = encode_jpeg(image)
-            self.uploader.spool.put(flag.id, jpeg, {"key": key, "content_type": "image/jpeg"})
-            self.publisher.spool.put(flag.id, flag.to_json(),
-                                     {"topic": self.topic, "key": flag.stream_id})
+    async def submit(self, flag: Flag, key: str, image: Image) -> Flag:
+        """Spool the snapshot, then the flag; return the flag as spooled.
 
-        await asyncio.to_thread(persist)
+        A full snapshot spool (a long storage outage) costs the flag its picture, not
+        the flag: it goes out with ``snapshot: null``. A full flag spool raises SpoolFull.
+        """
+        def persist() -> Flag:
+            kept = flag
+            try:
+                self.uploader.spool.put(flag.id, encode_jpeg(image),
+                                        {"key": key, "content_type": "image/jpeg"})
+            except SpoolFull as error:
+                self.snapshots_refused += 1
+                log.error("flag %s of stream %s goes out without its snapshot: %s",
+                          flag.id, flag.stream_id, error)
+                kept = replace(flag, snapshot=None)
+            self.publisher.spool.put(kept.id, kept.to_json(),
+                                     {"topic": self.topic, "key": kept.stream_id})
+            return kept
+
+        kept = await asyncio.to_thread(persist)
         self.uploader.notify()
         self.publisher.notify()
+        return kept

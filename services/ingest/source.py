@@ -19,7 +19,7 @@ from services.ingest.edge import publisher_active
 from services.ingest.pyav_reader import FrameReader, RawSample, is_local_path
 from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
-from services.stats import StreamStats
+from services.stats import DropReason, StreamStats
 from services.threads import run_in_own_thread
 
 log = logging.getLogger(__name__)
@@ -131,8 +131,9 @@ class StreamSource:
         return self._reader
 
     def _offer(self, sample: Sample) -> None:
-        self.queue.offer(sample)  # keep the newest, count the drop
-        self.stats.dropped_samples = self.queue.dropped
+        stale = self.queue.offer(sample)  # keep the newest, count the drop
+        if stale is not None:
+            self.stats.count_drop(stale.stream_time, DropReason.BACKLOG)
 
     async def _ended_after(self, error: SourceError, reader: FrameReader) -> EndReason | None:
         if reader.stop_requested.is_set():

@@ -19,7 +19,7 @@ from services.ingest.pyav_reader import RawSample
 from services.ingest.source import EndReason, Sample
 from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
-from services.stats import StreamStats
+from services.stats import DropReason, StreamStats
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,10 @@ class WebRtcSource:
             return
         image = await asyncio.to_thread(frame.to_ndarray, format="bgr24")  # type: ignore[attr-defined]
         self.stats.samples += 1
-        self.queue.offer(Sample(time_s - self._origin, RawSample(time_s, image), time.time()))
-        self.stats.dropped_samples = self.queue.dropped
+        stale = self.queue.offer(Sample(time_s - self._origin, RawSample(time_s, image),
+                                        time.time()))
+        if stale is not None:
+            self.stats.count_drop(stale.stream_time, DropReason.BACKLOG)
 
 
 @dataclass

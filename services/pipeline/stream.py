@@ -14,6 +14,7 @@ from services.archive.objects import snapshot_key
 from services.archive.segments import StreamArchive
 from services.classify.classifier import Classifier, Scored
 from services.config import Settings
+from services.errors import StreamWardenError
 from services.flags.model import Flag
 from services.flags.sink import FlagSink
 from services.ids import flag_id
@@ -30,7 +31,7 @@ from services.policy.policy import (
 from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
 from services.sampling.similarity import Reference, can_reuse, thumbnail
-from services.stats import StreamStats
+from services.stats import DropReason, StreamStats
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +108,33 @@ class StreamPipeline:
         stream_id_var.set(self.identity.stream_id)  # every log line of this task names it
         worker = asyncio.create_task(self._classify_loop(),
                                      name=f"classify:{self.identity.stream_id}")
+        worker.add_done_callback(self._classifier_ended)
         try:
             return await self._source.run()
         finally:
             self._queue.close()
-            await worker
+            await worker  # re-raises what ended the classifier early
+
+    def _classifier_ended(self, worker: asyncio.Task[None]) -> None:
+        # A stream nothing judges any more must not look "running": end the source too,
+        # so the error surfaces from run() and the supervisor reports and retries it.
+        if not worker.cancelled() and worker.exception() is not None:
+            self._source.stop()
 
     async def _classify_loop(self) -> None:
         try:
             while (sample := await self._queue.get()) is not None:
-                await self._process(sample)
+                try:
+                    await self._process(sample)
+                except StreamWardenError as error:  # this sample only; the stream goes on
+                    self._sample_failed(sample, error)
         finally:
             self._queue.close()  # never leave the reader thread waiting for room
+
+    def _sample_failed(self, sample: Sample, error: StreamWardenError) -> None:
+        self.stats.failed_samples += 1
+        self.stats.last_error = str(error)
+        log.error("sample at %.2f s failed: %s", sample.stream_time, error)
 
     async def _process(self, sample: Sample) -> None:
         thumb = thumbnail(sample.image.image)
@@ -131,7 +147,7 @@ class StreamPipeline:
             return
         scored = await self.classifier.classify(self.identity.stream_id, sample.image.image)
         if scored is None:
-            self.stats.dropped_samples += 1  # superseded by a newer frame of this stream
+            self.stats.count_drop(sample.stream_time, DropReason.SUPERSEDED)
             return
         self._last = (Reference(thumb, sample.stream_time), scored)
         await self._after_scores(sample, scored, reused=False)
@@ -172,6 +188,6 @@ class StreamPipeline:
             snapshot=self.sink.snapshot_uri(key),
             segments=self.archive.segments_around(sample.image.time_s) if self.archive else [],
         )
-        await self.sink.submit(flag, key, sample.image.image)
+        kept = await self.sink.submit(flag, key, sample.image.image)
         self.stats.flags += 1
-        return flag
+        return kept
