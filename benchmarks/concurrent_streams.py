@@ -150,6 +150,9 @@ async def run_level(count: int, seconds: float, media: Path, env: dict[str, str]
                             STREAMWARDEN_MODEL__NAMES='["open_nsfw_int8"]',
                             STREAMWARDEN_MODEL__BATCH_SIZE="16",
                             STREAMWARDEN_MODEL__MAX_WAIT_MS="50",
+                            # Every core is busy with streams: one inference thread is the
+                            # cheapest per sample (see README, tuning).
+                            STREAMWARDEN_MODEL__INTRA_OP_THREADS="1",
                             # Room for the whole run's segments while S3 is paused (below).
                             STREAMWARDEN_SPOOL__MAX_BYTES=str(8 << 30))
     process = psutil.Process(service.process.pid)

@@ -59,13 +59,16 @@ def _session(path: Path, options: ort.SessionOptions, providers: list[str],
 class ModelRuntime:
     """A verified, warmed-up onnxruntime session for one manifest. Thread-safe."""
 
-    def __init__(self, manifest: Manifest, *, intra_op_threads: int = 0,
+    def __init__(self, manifest: Manifest, *, intra_op_threads: int = 0, spinning: bool = False,
                  provider: str | None = None, model_path: Path | None = None) -> None:
         self.manifest = manifest
         path = verified_model_path(manifest, model_path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads  # 0 = one per core
         options.inter_op_num_threads = 1
+        # Idle pool threads spin by default: CPU the decoders need when streams are many.
+        options.add_session_config_entry("session.intra_op.allow_spinning",
+                                         "1" if spinning else "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = _session(path, options, choose_providers(provider), manifest.name)
         self._input = self._session.get_inputs()[0].name

@@ -119,7 +119,12 @@ class ModelSettings(BaseModel):
     names: tuple[str, ...] = Field(("open_nsfw",), min_length=1)
     #: Force one onnxruntime execution provider (e.g. CUDAExecutionProvider).
     provider: str | None = None
+    #: onnxruntime threads per inference (0 = one per core).
     intra_op_threads: int = Field(0, ge=0)
+    #: Let those threads spin while waiting for work. It shaves a little off each batch
+    #: on an idle machine but burns CPU the streams need on a busy one (on 2 cores at 60
+    #: streams, about a third of the classifier's CPU), so it is off unless asked for.
+    intra_op_spinning: bool = False
     #: Micro-batching across streams: run when this many samples wait ...
     batch_size: int = Field(8, ge=1, le=256)
     #: ... or when the oldest has waited this long.

@@ -84,6 +84,7 @@ class Classifier:
 
     def _load(self) -> list[ModelRuntime]:
         return [ModelRuntime(m, intra_op_threads=self.settings.intra_op_threads,
+                             spinning=self.settings.intra_op_spinning,
                              provider=self.settings.provider) for m in self.manifests]
 
     async def stop(self) -> None:
