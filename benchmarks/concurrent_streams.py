@@ -1,22 +1,25 @@
 """How many 720p30 RTMP pushes one 2-core machine watches: no drops, p95 latency < 2 s.
 
-    make dev-up && python -m benchmarks.concurrent_streams --streams 10,20,40 --seconds 40
+    make dev-up && python -m benchmarks.concurrent_streams --streams 40,60,70 \
+        --naive-streams 16,18,20 --seconds 45 [--keep-logs DIR]
 
 For each N: start `streamwarden serve`, issue N stream keys, push N copies of a
 pre-encoded 720p30 H.264 file (2 s GOP) with `ffmpeg -re -c copy` through the
 nginx RTMP edge, sample every 2 s with threshold 0 (every sample is a flag),
 and measure:
 
-* drops: samples the service had to discard (its per-stream counters);
+* drops: samples the service had to discard (its per-stream counters), and
+  samples that failed;
 * latency: a flag's Kafka timestamp minus the moment its frame was published
   (publisher start + the frame's time on the source clock);
 * CPU and memory of the service process.
 
 The local S3 server (moto, pure Python) is paused during the measured window:
 on this machine it would otherwise eat a core serving uploads that production
-sends to MinIO elsewhere. Snapshots wait in the spool meanwhile (that is what the
-spool is for) and are delivered afterwards. The publishers and nginx run on the
-same two cores as the service, so the figures are conservative.
+sends to MinIO elsewhere. Snapshots and segments wait in the spool meanwhile
+(that is what the spool is for; it is sized for the run) and are delivered
+afterwards. The publishers and nginx run on the same two cores as the service,
+so the figures are conservative.
 
 The naive baseline (OpenCV decodes every frame, the reference package classifies
 each sample) is measured in the same run as CPU-s per stream-second; the number
