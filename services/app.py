@@ -55,7 +55,9 @@ class ModerationApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        spool = spools(settings.spool)
+        #: Every spool of this process by name (metrics).
+        self.spools = make_spools(settings.spool)
+        spool = self.spools
         self.store = ObjectStore(settings.s3)
         self.publisher = SpooledKafkaPublisher(spool["flags"], settings.kafka, "flag-publisher")
         self.event_publisher = SpooledKafkaPublisher(spool["events"], settings.kafka,
@@ -139,13 +141,6 @@ class ModerationApp:
         return (self.snapshot_uploader, self.uploader, self.publisher, self.event_publisher,
                 self.log_publisher)
 
-    @property
-    def spools(self) -> dict[str, Spool]:
-        """Every spool of this process by name (metrics)."""
-        return {"flags": self.publisher.spool, "events": self.event_publisher.spool,
-                "logs": self.log_publisher.spool, "snapshots": self.snapshot_uploader.spool,
-                "objects": self.uploader.spool}
-
     async def drain(self, timeout_s: float | None = None) -> DrainReport:
         """Wait (bounded) until every accepted flag, snapshot and event has been delivered."""
         timeout = self.settings.spool.drain_timeout_s if timeout_s is None else timeout_s
@@ -166,7 +161,7 @@ class ModerationApp:
 SPOOL_SHARES = {"flags": 8, "events": 8, "logs": 8, "snapshots": 8, "objects": 2}
 
 
-def spools(settings: SpoolSettings) -> dict[str, Spool]:
+def make_spools(settings: SpoolSettings) -> dict[str, Spool]:
     """One spool per delivery path, each capped at its share of the configured total."""
     return {name: Spool(settings.dir / name, max_bytes=settings.max_bytes // divisor)
             for name, divisor in SPOOL_SHARES.items()}

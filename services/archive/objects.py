@@ -15,8 +15,8 @@ def snapshot_key(provider_id: str, stream_id: str, when: datetime, flag_id: str)
 
 
 class ObjectUploader(SpoolDrainer):
-    """Drains the object spool (snapshots, segments, manifests) into the bucket;
-    no object is uploaded twice."""
+    """Drains an object spool (one for snapshots, one for segments, playlists and
+    manifests) into the bucket; no object is uploaded twice."""
 
     def __init__(self, spool: Spool, store: ObjectStore, name: str = "object-uploader") -> None:
         super().__init__(spool)
