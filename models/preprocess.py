@@ -95,9 +95,13 @@ PREPROCESSORS: dict[str, Callable[[Image, int], Tensor]] = {
 }
 
 
-def preprocess_batch(name: str, frames: Sequence[Image], size: int = _CROP) -> Tensor:
+def preprocessor(name: str) -> Callable[[Image, int], Tensor]:
     try:
-        transform = PREPROCESSORS[name]
+        return PREPROCESSORS[name]
     except KeyError:
         raise ValueError(f"unknown preprocessing {name!r}") from None
+
+
+def preprocess_batch(name: str, frames: Sequence[Image], size: int = _CROP) -> Tensor:
+    transform = preprocessor(name)
     return np.stack([transform(frame, size) for frame in frames])

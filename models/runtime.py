@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from models.postprocess import POSTPROCESSORS, Detection, RawResult
-from models.preprocess import Image, Tensor, letterbox_geometry, preprocess_batch
+from models.preprocess import Image, Letterbox, Tensor, letterbox_geometry, preprocessor
 from models.registry import Manifest, verified_model_path
 from services.errors import ModelError
 
@@ -41,6 +41,21 @@ class Prediction:
     scores: dict[str, float]
     informational: dict[str, float] = field(default_factory=dict)
     detections: tuple[Detection, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One frame made ready for one model: its tensor and where it sat in the frame."""
+
+    tensor: Tensor
+    geometry: Letterbox
+
+
+def prepare_input(manifest: Manifest, frame: Image) -> ModelInput:
+    """Preprocess one BGR frame for ``manifest`` (pure; any thread, no session needed)."""
+    size = manifest.input.size
+    tensor = preprocessor(manifest.preprocessing)(frame, size)
+    return ModelInput(tensor, letterbox_geometry(frame, size))
 
 
 def _session(path: Path, options: ort.SessionOptions, providers: list[str],
@@ -91,19 +106,19 @@ class ModelRuntime:
         outputs = self._session.run(None, {self._input: batch})
         return np.asarray(outputs[0], dtype=np.float32)
 
-    def preprocess(self, frames: Sequence[Image]) -> Tensor:
-        return preprocess_batch(self.manifest.preprocessing, frames, self.manifest.input.size)
-
     def predict(self, frames: Sequence[Image]) -> list[Prediction]:
         """BGR frames in, one Prediction per frame, in order."""
-        if not frames:
+        return self.predict_prepared([prepare_input(self.manifest, frame) for frame in frames])
+
+    def predict_prepared(self, inputs: Sequence[ModelInput]) -> list[Prediction]:
+        """Inputs from ``prepare_input`` in, one Prediction each: only the session's
+        work is left, so a serial inference thread spends its time in the model."""
+        if not inputs:
             return []
-        outputs = self.run(self.preprocess(frames))
-        size = self.manifest.input.size
+        outputs = self.run(np.stack([item.tensor for item in inputs]))
         return [
-            self._to_prediction(self._postprocess(row, self.manifest.labels,
-                                                  letterbox_geometry(frame, size)))
-            for row, frame in zip(outputs, frames, strict=True)
+            self._to_prediction(self._postprocess(row, self.manifest.labels, item.geometry))
+            for row, item in zip(outputs, inputs, strict=True)
         ]
 
     def _to_prediction(self, raw: RawResult) -> Prediction:

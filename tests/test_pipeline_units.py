@@ -65,7 +65,10 @@ class FakeClassifier:
         self.failures = failures
         self.calls = 0
 
-    async def classify(self, stream_id: str, image: Any) -> Any:
+    def prepare(self, image: Any) -> Any:
+        return (image,)
+
+    async def classify(self, stream_id: str, prepared: Any) -> Any:
         from services.classify.classifier import Scored
 
         self.calls += 1

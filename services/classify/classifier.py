@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 from models.postprocess import Detection
 from models.preprocess import Image
 from models.registry import Manifest, get_manifest
-from models.runtime import ModelRuntime, Prediction
+from models.runtime import ModelInput, ModelRuntime, Prediction, prepare_input
 from services.classify.batcher import MicroBatcher
 from services.config import ModelSettings
 from services.flags.model import ModelRef
 from services.observability import INFERENCE_BATCH, INFERENCE_SECONDS
 from services.policy.policy import PolicyConfig, Thresholds
+
+#: One frame's inputs, one per model in the classifier's order.
+Prepared = tuple[ModelInput, ...]
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class Classifier:
         self.manifests: list[Manifest] = [get_manifest(name) for name in settings.names]
         self._runtimes: list[ModelRuntime] = []
         self._executor: ThreadPoolExecutor | None = None
-        self.batcher: MicroBatcher[Image, Scored] = MicroBatcher(
+        self.batcher: MicroBatcher[Prepared, Scored] = MicroBatcher(
             self._infer, settings.batch_size, settings.max_wait_ms / 1000)
 
     @property
@@ -94,31 +97,38 @@ class Classifier:
             self._executor = None
             self._runtimes = []
 
-    async def classify(self, stream_id: str, image: Image) -> Scored | None:
-        """Scores for one frame, or None if a newer frame of the stream replaced it."""
+    def prepare(self, image: Image) -> Prepared:
+        """Every model's input for one frame. Callers run it on their own threads, in
+        parallel: the one inference thread then only stacks tensors and runs models."""
+        return tuple(prepare_input(manifest, image) for manifest in self.manifests)
+
+    async def classify(self, stream_id: str, prepared: Prepared) -> Scored | None:
+        """Scores for one prepared frame, or None if a newer frame of the stream replaced it."""
         if self._executor is None:
             raise RuntimeError("Classifier.start() was not awaited")
-        return await self.batcher.submit(stream_id, image)
+        return await self.batcher.submit(stream_id, prepared)
 
     async def classify_now(self, images: Sequence[Image]) -> list[Scored]:
         """Classify a batch directly (CLI, benchmarks): no batching across callers."""
-        return list(await self._infer(images))
+        prepared = await asyncio.to_thread(lambda: [self.prepare(image) for image in images])
+        return list(await self._infer(prepared))
 
-    async def _infer(self, images: Sequence[Image]) -> Sequence[Scored]:
+    async def _infer(self, items: Sequence[Prepared]) -> Sequence[Scored]:
         if self._executor is None:
             raise RuntimeError("Classifier.start() was not awaited")
         return await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._infer_blocking, images)
+            self._executor, self._infer_blocking, items)
 
-    def _infer_blocking(self, images: Sequence[Image]) -> list[Scored]:
+    def _infer_blocking(self, items: Sequence[Prepared]) -> list[Scored]:
         started = time.perf_counter()
-        per_runtime = [runtime.predict(images) for runtime in self._runtimes]
+        per_runtime = [runtime.predict_prepared([item[index] for item in items])
+                       for index, runtime in enumerate(self._runtimes)]
         elapsed = time.perf_counter() - started
         INFERENCE_SECONDS.observe(elapsed)
-        INFERENCE_BATCH.observe(len(images))
-        share = elapsed / max(len(images), 1)
+        INFERENCE_BATCH.observe(len(items))
+        share = elapsed / max(len(items), 1)
         return [self._combine([preds[i] for preds in per_runtime], share)
-                for i in range(len(images))]
+                for i in range(len(items))]
 
     def _combine(self, predictions: list[Prediction], share: float) -> Scored:
         per_model: dict[str, float] = {}

@@ -7,6 +7,7 @@ event loop, which applies the queue's keep-newest policy.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -42,11 +43,16 @@ class RawSample:
     image: npt.NDArray[np.uint8]
 
 
-def open_options(url: str) -> dict[str, str]:
+def open_options(url: str, read_timeout_s: float) -> dict[str, str]:
     scheme = urlsplit(url).scheme.lower()
     options = dict(_LOW_LATENCY) if scheme in _LIVE_SCHEMES else {}
     if scheme == "rtsp":
         options["rtsp_transport"] = "tcp"
+    if not is_local_path(url):
+        # FFmpeg's own I/O timeout, not PyAV's read timeout: PyAV's interrupt callback
+        # takes the GIL on every socket wait, which with dozens of readers per process
+        # turns each read into a GIL hand-off and starves the classifier thread.
+        options["rw_timeout"] = str(round(read_timeout_s * 1_000_000))
     return options
 
 
@@ -56,8 +62,8 @@ def is_local_path(url: str) -> bool:
 
 def open_container(url: str, settings: SourceSettings) -> av.container.InputContainer:
     try:
-        return av.open(url, options=open_options(url),
-                       timeout=(settings.open_timeout_s, settings.read_timeout_s))
+        return av.open(url, options=open_options(url, settings.read_timeout_s),
+                       timeout=(settings.open_timeout_s, None))
     except av.error.ExitError:
         raise SourceOpenError(f"{url} did not answer within {settings.open_timeout_s:g}s") from None
     except (av.error.FFmpegError, OSError) as error:
@@ -129,8 +135,10 @@ class FrameReader:
         # A float: Fraction arithmetic per packet is measurable at 60 streams.
         time_base = float(stream.time_base or Fraction(1, 1000))
         context = stream.codec_context
+        last_packet_at = time.monotonic()
         try:
             for packet in container.demux(stream):
+                last_packet_at = time.monotonic()
                 if self.stop_requested.is_set():
                     return
                 if packet.size == 0:
@@ -146,11 +154,13 @@ class FrameReader:
                 if segmenter is not None:
                     segmenter.add(packet, time_s)  # after decoding: muxing rewrites it
             self._flush(context, time_base)
-        except av.error.ExitError:
-            raise SourceStalled(
-                f"{self.url} sent nothing for {self.settings.read_timeout_s:g}s"
-            ) from None
         except (av.error.FFmpegError, OSError) as error:
+            # FFmpeg reports its rw_timeout as a plain I/O error: silence that lasted
+            # the read timeout is what tells a stall apart from a broken connection.
+            if time.monotonic() - last_packet_at >= self.settings.read_timeout_s:
+                raise SourceStalled(
+                    f"{self.url} sent nothing for {self.settings.read_timeout_s:g}s"
+                ) from None
             raise SourceOpenError(f"reading {self.url} failed: {_reason(error)}") from None
 
     def _handle(self, packet: VideoPacket, time_s: float, context: av.VideoCodecContext,
