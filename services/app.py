@@ -116,7 +116,8 @@ class ModerationApp:
                         queue: LatestQueue[Sample]) -> StreamSource:
             return StreamSource(url, settings, sampler, stats, queue,
                                 notice=observer.on_notice, on_state=on_state or _no_state,
-                                end_on_unpublish=end_on_unpublish, archive=archive)
+                                end_on_unpublish=end_on_unpublish, archive=archive,
+                                prepare=self.classifier.prepare_frame)
 
         return self.pipeline_from(identity, make_source, observer, archive)
 

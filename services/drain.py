@@ -62,24 +62,30 @@ class SpoolDrainer(ABC):
 
     async def _run(self) -> None:
         backoff = Backoff()
+        remote_down = False
         while True:
             self._wakeup.clear()
-            delivered_all = await self._drain_once()
+            remote_down = not await self._drain_once(probe=remote_down)
             self._pass_done.set()
-            if delivered_all:
+            if remote_down:
+                await asyncio.sleep(backoff.next_delay())
+            else:
                 backoff.reset()
                 await self._wakeup.wait()
-            else:
-                await asyncio.sleep(backoff.next_delay())
 
-    async def _drain_once(self) -> bool:
-        """Deliver what is pending, a chunk at a time; False if the remote is down."""
+    async def _drain_once(self, probe: bool) -> bool:
+        """Deliver what is pending, a chunk at a time; False if the remote is down.
+
+        After a failed pass the first chunk is a single entry: while the remote stays
+        down, each retry reads one item from disk, not a whole chunk of segments."""
         ids = self.spool.pending_ids()
-        for start in range(0, len(ids), self.chunk_size):
-            chunk = ids[start : start + self.chunk_size]
-            entries = await asyncio.to_thread(self._load, chunk)
+        start = 0
+        while start < len(ids):
+            size = 1 if probe and start == 0 else self.chunk_size
+            entries = await asyncio.to_thread(self._load, ids[start : start + size])
             if not await self._deliver_chunk(entries):
                 return False
+            start += size
         return True
 
     def _load(self, ids: list[str]) -> list[SpoolEntry]:

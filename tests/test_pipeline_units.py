@@ -19,7 +19,8 @@ from jsonschema import Draft202012Validator
 
 from services.archive.objects import ObjectUploader
 from services.config import Settings
-from services.errors import ModelError, SpoolFull
+from services.drain import SpoolDrainer
+from services.errors import ModelError, SpoolFull, StorageUnavailable
 from services.flags.model import Flag, ModelRef, flag_schema
 from services.flags.sink import FlagSink, encode_jpeg
 from services.ingest.pyav_reader import RawSample
@@ -28,7 +29,7 @@ from services.kafka_publisher import SpooledKafkaPublisher
 from services.pipeline.stream import StreamIdentity, StreamPipeline
 from services.policy.policy import PolicyConfig, Thresholds
 from services.queues import LatestQueue
-from services.spool import Spool
+from services.spool import Spool, SpoolEntry
 
 pytestmark = [pytest.mark.timeout(30)]
 
@@ -65,8 +66,11 @@ class FakeClassifier:
         self.failures = failures
         self.calls = 0
 
-    def prepare(self, image: Any) -> Any:
-        return (image,)
+    def prepare_frame(self, image: Any) -> Any:
+        from services.classify.classifier import PreparedFrame
+        from services.sampling.similarity import thumbnail
+
+        return PreparedFrame(thumbnail(image), (image,))
 
     async def classify(self, stream_id: str, prepared: Any) -> Any:
         from services.classify.classifier import Scored
@@ -173,3 +177,51 @@ def test_concurrent_writers_never_overshoot_the_spool_cap(tmp_path: Path) -> Non
     assert spool.stats.bytes <= spool.max_bytes
     assert sum(path.stat().st_size for path in tmp_path.iterdir()) == spool.stats.bytes
     assert outcomes.count("duplicate") + outcomes.count("full") == 50
+
+
+class CountingSpool(Spool):
+    """A real spool that also counts the entries read back from disk."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, max_bytes=1 << 24)
+        self.loads = 0
+
+    def load(self, item_id: str) -> Any:
+        self.loads += 1
+        return super().load(item_id)
+
+
+class FlakyRemote(SpoolDrainer):
+    """Refuses everything (retriable) until ``up`` is set, then takes everything."""
+
+    def __init__(self, spool: Spool) -> None:
+        super().__init__(spool)
+        self.up = False
+        self.refusals = 0
+        self.refused = asyncio.Event()
+
+    async def deliver(self, entry: SpoolEntry) -> None:
+        if not self.up:
+            self.refusals += 1
+            self.refused.set()
+            raise StorageUnavailable("remote down")
+
+
+async def test_a_drainer_probes_a_down_remote_with_one_item_and_then_delivers_all(
+        tmp_path: Path) -> None:
+    spool = CountingSpool(tmp_path)
+    for index in range(100):
+        spool.put(f"item-{index:03d}", b"x" * 1000, {})
+    drainer = FlakyRemote(spool)
+    await drainer.start()
+    try:
+        while drainer.refusals < 4:  # the first pass and three retries
+            drainer.refused.clear()
+            await drainer.refused.wait()
+        # The first pass read a whole chunk; each retry after it read one item.
+        assert spool.loads <= drainer.chunk_size + drainer.refusals
+        drainer.up = True
+        assert await drainer.wait_drained(20)
+    finally:
+        await drainer.stop()
+    assert len(spool) == 0

@@ -24,9 +24,19 @@ from services.config import ModelSettings
 from services.flags.model import ModelRef
 from services.observability import INFERENCE_BATCH, INFERENCE_SECONDS
 from services.policy.policy import PolicyConfig, Thresholds
+from services.sampling.similarity import Thumbnail, thumbnail
 
 #: One frame's inputs, one per model in the classifier's order.
 Prepared = tuple[ModelInput, ...]
+
+
+@dataclass(frozen=True)
+class PreparedFrame:
+    """A frame made ready where it was decoded: its near-duplicate thumbnail and
+    every model's input, so that work runs in parallel across streams."""
+
+    thumb: Thumbnail
+    inputs: Prepared
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,9 @@ class Classifier:
         """Every model's input for one frame. Callers run it on their own threads, in
         parallel: the one inference thread then only stacks tensors and runs models."""
         return tuple(prepare_input(manifest, image) for manifest in self.manifests)
+
+    def prepare_frame(self, image: Image) -> PreparedFrame:
+        return PreparedFrame(thumbnail(image), self.prepare(image))
 
     async def classify(self, stream_id: str, prepared: Prepared) -> Scored | None:
         """Scores for one prepared frame, or None if a newer frame of the stream replaced it."""

@@ -26,6 +26,8 @@ from services.sampling.sampler import IntervalSampler
 from services.stats import StreamStats
 
 if TYPE_CHECKING:  # PyAV's Packet is generic only in its stubs
+    from services.classify.classifier import PreparedFrame
+
     VideoPacket = av.Packet[av.video.stream.VideoStream]
 
 _LIVE_SCHEMES = {"rtmp", "rtmps", "rtsp", "srt"}
@@ -41,6 +43,8 @@ class RawSample:
 
     time_s: float
     image: npt.NDArray[np.uint8]
+    #: Thumbnail and model inputs, when the reader prepared them on its own thread.
+    prepared: PreparedFrame | None = None
 
 
 def open_options(url: str, read_timeout_s: float) -> dict[str, str]:
@@ -106,7 +110,9 @@ class FrameReader:
     def __init__(self, url: str, settings: SourceSettings, sampler: IntervalSampler,
                  stats: StreamStats, emit: Callable[[RawSample], None],
                  on_first_packet: Callable[[], None] = lambda: None,
-                 archive: StreamArchive | None = None) -> None:
+                 archive: StreamArchive | None = None,
+                 prepare: Callable[[npt.NDArray[np.uint8]], PreparedFrame] | None = None
+                 ) -> None:
         self.url = url
         self.settings = settings
         self.sampler = sampler
@@ -114,6 +120,7 @@ class FrameReader:
         self.emit = emit
         self.on_first_packet = on_first_packet
         self.archive = archive
+        self.prepare = prepare
         self.stop_requested = threading.Event()
         self.received_any = False
 
@@ -194,7 +201,10 @@ class FrameReader:
             time_s = frame.pts * time_base
             if self.sampler.take(time_s):
                 image = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
-                self.emit(RawSample(time_s, image))
+                # Here, not in a shared pool: each stream's reader thread does its own
+                # samples' preprocessing, so no stream waits behind another's.
+                prepared = self.prepare(image) if self.prepare else None
+                self.emit(RawSample(time_s, image, prepared))
 
     def _flush(self, context: av.VideoCodecContext, time_base: float) -> None:
         try:

@@ -10,6 +10,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
 
 from services.archive.segments import StreamArchive
 from services.backoff import Backoff, Deadline
@@ -21,6 +25,9 @@ from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
 from services.stats import DropReason, StreamStats
 from services.threads import run_in_own_thread
+
+if TYPE_CHECKING:
+    from services.classify.classifier import PreparedFrame
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +72,9 @@ class StreamSource:
                  notice: Callable[[str], None] = log.warning,
                  on_state: StateListener = _ignore_state,
                  end_on_unpublish: bool = True,
-                 archive: StreamArchive | None = None) -> None:
+                 archive: StreamArchive | None = None,
+                 prepare: Callable[[npt.NDArray[np.uint8]], PreparedFrame] | None = None
+                 ) -> None:
         self.url = url
         self.settings = settings
         self.sampler = sampler
@@ -78,6 +87,7 @@ class StreamSource:
         # A registered stream outlives its publisher: keep retrying until removed.
         self.end_on_unpublish = end_on_unpublish
         self.archive = archive
+        self.prepare = prepare
         self._reader: FrameReader | None = None
         self._clock = _SessionClock()
         self._stopping = asyncio.Event()
@@ -127,7 +137,8 @@ class StreamSource:
             loop.call_soon_threadsafe(self.on_state, state, None)
 
         self._reader = FrameReader(self.url, self.settings, self.sampler, self.stats, emit,
-                                   on_first_packet=connected, archive=self.archive)
+                                   on_first_packet=connected, archive=self.archive,
+                                   prepare=self.prepare)
         return self._reader
 
     def _offer(self, sample: Sample) -> None:

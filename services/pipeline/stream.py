@@ -12,7 +12,7 @@ from typing import Protocol
 
 from services.archive.objects import snapshot_key
 from services.archive.segments import StreamArchive
-from services.classify.classifier import Classifier, Prepared, Scored
+from services.classify.classifier import Classifier, Scored
 from services.config import Settings
 from services.errors import StreamWardenError
 from services.flags.model import Flag
@@ -30,7 +30,7 @@ from services.policy.policy import (
 )
 from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
-from services.sampling.similarity import Reference, Thumbnail, can_reuse, thumbnail
+from services.sampling.similarity import Reference, can_reuse
 from services.stats import DropReason, StreamStats
 
 log = logging.getLogger(__name__)
@@ -51,14 +51,6 @@ class SampleResult:
     flag: Flag | None
     inference_s: float
     reused: bool
-
-
-@dataclass(frozen=True)
-class _Look:
-    """A sample's thumbnail, and the last scores if they still hold, else model inputs."""
-
-    thumb: Thumbnail
-    work: Scored | Prepared
 
 
 @dataclass
@@ -145,27 +137,21 @@ class StreamPipeline:
         log.error("sample at %.2f s failed: %s", sample.stream_time, error)
 
     async def _process(self, sample: Sample) -> None:
-        look = await asyncio.to_thread(self._look, sample, self._last)
-        if isinstance(look.work, Scored):
+        prepared = sample.image.prepared
+        if prepared is None:  # sources that do not prepare on their own thread (WebRTC)
+            prepared = await asyncio.to_thread(self.classifier.prepare_frame, sample.image.image)
+        sampling = self.settings.sampling
+        if self._last and can_reuse(self._last[0], prepared.thumb, sample.stream_time,
+                                    sampling.dedup_threshold, sampling.dedup_max_age_s):
             self.stats.reused += 1
-            await self._after_scores(sample, look.work, reused=True)
+            await self._after_scores(sample, self._last[1], reused=True)
             return
-        scored = await self.classifier.classify(self.identity.stream_id, look.work)
+        scored = await self.classifier.classify(self.identity.stream_id, prepared.inputs)
         if scored is None:
             self.stats.count_drop(sample.stream_time, DropReason.SUPERSEDED)
             return
-        self._last = (Reference(look.thumb, sample.stream_time), scored)
+        self._last = (Reference(prepared.thumb, sample.stream_time), scored)
         await self._after_scores(sample, scored, reused=False)
-
-    def _look(self, sample: Sample, last: tuple[Reference, Scored] | None) -> _Look:
-        """Runs on a worker thread, so frames are prepared in parallel across streams."""
-        image = sample.image.image
-        thumb = thumbnail(image)
-        sampling = self.settings.sampling
-        if last is not None and can_reuse(last[0], thumb, sample.stream_time,
-                                          sampling.dedup_threshold, sampling.dedup_max_age_s):
-            return _Look(thumb, last[1])
-        return _Look(thumb, self.classifier.prepare(image))
 
     async def _after_scores(self, sample: Sample, scored: Scored, reused: bool) -> None:
         self.stats.classified += 1
