@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # PyAV's Packet is generic only in its stubs
     VideoPacket = av.Packet[av.video.stream.VideoStream]
 
 _LIVE_SCHEMES = {"rtmp", "rtmps", "rtsp", "srt"}
+# Demuxers over HTTP (HLS, DASH) retry internally (playlist reloads) and stop only
+# through the interrupt callback, so those sources keep PyAV's read timeout too.
+_CALLBACK_TIMEOUT_SCHEMES = {"http", "https"}
 # Small probe: without these PyAV spends ~5 s analysing an RTMP stream before
 # the first packet (measured on nginx-rtmp); the FLV header already names the codec.
 _LOW_LATENCY = {"fflags": "nobuffer", "flags": "low_delay",
@@ -64,10 +67,16 @@ def is_local_path(url: str) -> bool:
     return urlsplit(url).scheme.lower() in ("", "file")
 
 
+def read_timeout(url: str, settings: SourceSettings) -> float | None:
+    """PyAV's read timeout, only where FFmpeg's rw_timeout cannot end a silent read."""
+    scheme = urlsplit(url).scheme.lower()
+    return settings.read_timeout_s if scheme in _CALLBACK_TIMEOUT_SCHEMES else None
+
+
 def open_container(url: str, settings: SourceSettings) -> av.container.InputContainer:
     try:
         return av.open(url, options=open_options(url, settings.read_timeout_s),
-                       timeout=(settings.open_timeout_s, None))
+                       timeout=(settings.open_timeout_s, read_timeout(url, settings)))
     except av.error.ExitError:
         raise SourceOpenError(f"{url} did not answer within {settings.open_timeout_s:g}s") from None
     except (av.error.FFmpegError, OSError) as error:
