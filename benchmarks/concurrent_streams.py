@@ -1,7 +1,7 @@
 """How many 720p30 RTMP pushes one 2-core machine watches: no drops, p95 latency < 2 s.
 
-    make dev-up && python -m benchmarks.concurrent_streams --streams 40,60,70 \
-        --naive-streams 16,18,20 --seconds 45 [--keep-logs DIR]
+    make dev-up && python -m benchmarks.concurrent_streams --streams 40,75,80 \
+        --naive-streams 18,20 --seconds 45 [--keep-logs DIR]
 
 For each N: start `streamwarden serve`, issue N stream keys, push N copies of a
 pre-encoded 720p30 H.264 file (2 s GOP) with `ffmpeg -re -c copy` through the
