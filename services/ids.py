@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import secrets
 import uuid
+from datetime import UTC, datetime
 
 from services.errors import InvalidStreamId
 
@@ -29,7 +31,18 @@ def validate_id(value: str, kind: str = "stream id") -> str:
     return value
 
 
-def flag_id(stream_id: str, stream_time_ms: int, model_sha256: str, source: str = "video") -> str:
-    """Same stream, same moment, same model -> same id, so consumers can drop duplicates."""
-    name = f"{source}|{stream_id}|{stream_time_ms}|{model_sha256}"
+def new_watch_session(now: datetime | None = None) -> str:
+    """Name of one watch of a stream (a pipeline's lifetime): its UTC start and a random
+    part, so two watches of a stream never share a name, even started in the same
+    microsecond on two workers during a rebalance."""
+    start = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"{start}-{secrets.token_hex(4)}"
+
+
+def flag_id(stream_id: str, session: str, stream_time_ms: int, model_sha256: str,
+            source: str = "video") -> str:
+    """One judgement, one id: the same stream, watch session, moment and model give the
+    same id (a re-sent flag keeps it, so consumers drop repeats by id), and a later
+    session, whose stream time starts from 0 again, never reuses an earlier one's."""
+    name = f"{source}|{stream_id}|{session}|{stream_time_ms}|{model_sha256}"
     return str(uuid.uuid5(_FLAG_NAMESPACE, name))

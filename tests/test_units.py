@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from models.registry import get_manifest, verified_model_path
 from services.config import load_settings
 from services.errors import ConfigError, InvalidStreamId, ModelIntegrityError, SpoolFull
-from services.ids import flag_id, validate_id
+from services.ids import flag_id, new_watch_session, validate_id
 from services.sampling.sampler import IntervalSampler
 from services.spool import Spool
 
@@ -51,10 +52,22 @@ def test_sampler_keyframe_only_skips_every_other_packet() -> None:
     assert decoded == len(taken) == 30
 
 
-def test_flag_ids_are_deterministic() -> None:
-    assert flag_id("s", 2000, "a" * 64) == flag_id("s", 2000, "a" * 64)
-    assert flag_id("s", 2000, "a" * 64) != flag_id("s", 2001, "a" * 64)
-    assert flag_id("s", 2000, "a" * 64) != flag_id("s", 2000, "b" * 64)
+def test_flag_ids_are_one_per_judgement() -> None:
+    session = new_watch_session()
+    assert flag_id("s", session, 2000, "a" * 64) == flag_id("s", session, 2000, "a" * 64)
+    assert flag_id("s", session, 2000, "a" * 64) != flag_id("s", session, 2001, "a" * 64)
+    assert flag_id("s", session, 2000, "a" * 64) != flag_id("s", session, 2000, "b" * 64)
+    # The same stream time in a later watch (restart, re-publish, moved) is another flag.
+    later = new_watch_session()
+    assert later != session
+    assert flag_id("s", session, 2000, "a" * 64) != flag_id("s", later, 2000, "a" * 64)
+
+
+def test_watch_sessions_differ_even_in_the_same_microsecond() -> None:
+    at = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    names = {new_watch_session(at) for _ in range(1000)}
+    assert len(names) == 1000
+    assert all(name.startswith("20261201T093000.000000Z-") for name in names)
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "..", "a..b", "x" * 129, "é", "-a"])

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Literal
 
-SCHEMA_VERSION = "1.0"
+#: 1.1: video flag ids include the watch session (``session``), which 1.0 ids lacked.
+SCHEMA_VERSION = "1.1"
 Decision = Literal["review", "block"]
 
 
@@ -45,6 +46,8 @@ class Flag:
     model_scores: dict[str, float] = field(default_factory=dict)
     segments: list[str] = field(default_factory=list)
     source: str = "video"
+    #: The watch session ``stream_time`` counts from (``services.ids.new_watch_session``).
+    session: str | None = None
 
     def to_json(self) -> bytes:
         body = asdict(self)

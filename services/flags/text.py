@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from services.flags.model import SCHEMA_VERSION
 from services.ingest.registry import StreamRecord
 from services.logs.lines import line_id
 
@@ -16,7 +17,7 @@ _NAMESPACE = uuid.UUID("6c1b7f52-93a4-4f0e-a1d2-7e5b9c3d2f10")
 
 def report_flag(record: StreamRecord, report: dict[str, Any], now: datetime) -> dict[str, Any]:
     name = f"report|{record.stream_id}|{report['reporter_id']}|{now.isoformat()}"
-    return {"id": str(uuid.uuid5(_NAMESPACE, name)), "schema_version": "1.0",
+    return {"id": str(uuid.uuid5(_NAMESPACE, name)), "schema_version": SCHEMA_VERSION,
             "source": "report", "stream_id": record.stream_id,
             "provider_id": record.provider_id, "host_id": record.host_id,
             "detected_at": now.isoformat(timespec="milliseconds"), "decision": "review",
@@ -39,7 +40,7 @@ def chat_flag(line: dict[str, Any], category: str, matched: list[str], archive_k
               now: datetime) -> dict[str, Any]:
     """A chat line matched a word list; the flag points at the archived line."""
     flag_id = str(uuid.uuid5(_NAMESPACE, f"chat|{line['id']}|{category}"))
-    return {"id": flag_id, "schema_version": "1.0", "source": "chat",
+    return {"id": flag_id, "schema_version": SCHEMA_VERSION, "source": "chat",
             "stream_id": line.get("stream_id"), "provider_id": line["provider_id"],
             "host_id": line.get("host_id"), "detected_at": now.isoformat(timespec="milliseconds"),
             "decision": "review",

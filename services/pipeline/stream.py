@@ -17,7 +17,7 @@ from services.config import Settings
 from services.errors import StreamWardenError
 from services.flags.model import Flag
 from services.flags.sink import FlagSink
-from services.ids import flag_id
+from services.ids import flag_id, new_watch_session
 from services.ingest.source import EndReason, Sample
 from services.observability import DECISION_DELAY, stream_id_var
 from services.policy.policy import (
@@ -85,6 +85,9 @@ class StreamPipeline:
         self.observer = observer or PipelineObserver()
         self.archive = archive
         self.stats = StreamStats()
+        #: This watch of the stream: stream time starts from 0 in every one, so it is
+        #: part of every flag's id.
+        self.session = new_watch_session()
         self._policy_state = StreamPolicyState()
         self._last: tuple[Reference, Scored] | None = None
         self._queue: LatestQueue[Sample] = LatestQueue(settings.sampling.queue_size)
@@ -175,13 +178,14 @@ class StreamPipeline:
 
     async def _raise_flag(self, sample: Sample, scored: Scored, level: Level) -> Flag:
         stream_id = self.identity.stream_id
-        ident = flag_id(stream_id, round(sample.stream_time * 1000),
+        ident = flag_id(stream_id, self.session, round(sample.stream_time * 1000),
                         self.classifier.identity_sha256)
         now = datetime.now(UTC)
         key = snapshot_key(self.identity.provider_id, stream_id, now, ident)
         flag = Flag(
             id=ident, stream_id=stream_id, provider_id=self.identity.provider_id,
-            host_id=self.identity.host_id, detected_at=now, stream_time=sample.stream_time,
+            host_id=self.identity.host_id, detected_at=now, session=self.session,
+            stream_time=sample.stream_time,
             source_time=sample.image.time_s,
             model=self.classifier.model_ref, models=self.classifier.models,
             scores=scored.fused, model_scores=scored.per_model,
