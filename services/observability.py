@@ -38,7 +38,8 @@ CHAT_TERMS = Gauge("streamwarden_chat_terms", "Terms in force per chat word list
 ALERTS_SENT = Counter("streamwarden_alerts_total", "Alerts spooled for webhooks, by kind",
                       ["kind"], registry=REGISTRY)
 
-_COUNTERS = ("packets", "decoded_packets", "corrupt_packets", "samples", "dropped_samples",
+_COUNTERS = ("packets", "decoded_packets", "corrupt_packets", "remux_refused_packets",
+             "samples", "dropped_samples",
              "dropped_backlog", "dropped_superseded",
              "classified", "failed_samples", "reused", "flags", "reconnects")
 

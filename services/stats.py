@@ -21,7 +21,10 @@ class DropReason(StrEnum):
 class StreamStats:
     packets: int = 0
     decoded_packets: int = 0
+    #: Packets the demuxer or decoder found damaged: skipped, the stream went on.
     corrupt_packets: int = 0
+    #: Packets the archive remux refused (damaged, DTS going backwards): not archived.
+    remux_refused_packets: int = 0
     samples: int = 0
     #: Samples discarded unjudged, all reasons (the next two fields split it).
     dropped_samples: int = 0

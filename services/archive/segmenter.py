@@ -71,22 +71,49 @@ class Segmenter:
         self._ostream: av.video.stream.VideoStream | None = None
         self._start = 0.0
         self._last = 0.0
+        self._last_dts: int | None = None
+        self._muxed = 0  # packets in the open segment
         self._finished = False
+        #: Packets the remux refused (damaged data, DTS going backwards): dropped, counted.
+        self.refused_packets = 0
 
     def segment_key(self, seq: int) -> str:
         return self.prefix.key(f"{seq:06d}.ts")
 
-    def add(self, packet: av.Packet, time_s: float) -> None:  # type: ignore[type-arg]
+    def add(self, packet: av.Packet, time_s: float) -> bool:  # type: ignore[type-arg]
+        """Remux one packet; False when it was refused (dropped and counted, never fatal:
+        one damaged packet must not cost the stream its connection or its session)."""
+        dts = packet.dts  # in the input's time base; mux() rescales the packet
+        if self._out is not None and dts is not None and self._last_dts is not None \
+                and dts <= self._last_dts:
+            return self._refuse()  # the muxer would refuse it too, with a log line
         if self._out is None:
             if not packet.is_keyframe:
-                return  # a segment must start on a keyframe to play on its own
+                return True  # a segment must start on a keyframe to play on its own
             self._open(time_s)
         elif packet.is_keyframe and time_s - self._start >= self.target_s:
             self._close(time_s)
             self._open(time_s)
-        self._last = max(self._last, time_s)
         packet.stream = self._ostream
-        self._out.mux(packet)  # type: ignore[union-attr]
+        try:
+            self._out.mux(packet)  # type: ignore[union-attr]
+        except (av.error.FFmpegError, ValueError):
+            # The muxer's bitstream filter refuses everything after a failure: end the
+            # segment with what it holds, the next keyframe starts a fresh one.
+            if self._muxed:
+                self._close(self._last)
+            else:
+                self._out = self._buffer = None  # nothing in it worth keeping
+            return self._refuse()
+        self._muxed += 1
+        if dts is not None:
+            self._last_dts = dts
+        self._last = max(self._last, time_s)
+        return True
+
+    def _refuse(self) -> bool:
+        self.refused_packets += 1
+        return False
 
     def finish(self) -> None:
         """End of session: close the open segment, publish the final playlist/manifest."""
@@ -116,10 +143,15 @@ class Segmenter:
         self._out = av.open(self._buffer, mode="w", format="mpegts")
         self._ostream = self._out.add_stream_from_template(self.in_stream)
         self._start = time_s
+        self._last_dts = None  # each segment is its own container
+        self._muxed = 0
 
     def _close(self, end_s: float) -> None:
         assert self._out is not None and self._buffer is not None  # noqa: S101 - internal
-        self._out.close()
+        try:
+            self._out.close()
+        except (av.error.FFmpegError, ValueError):
+            self.refused_packets += 1  # the trailer failed; what was muxed is kept
         data = self._buffer.getvalue()
         self._out = self._buffer = None
         with self._lock:

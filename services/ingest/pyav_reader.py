@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -38,6 +38,8 @@ _CALLBACK_TIMEOUT_SCHEMES = {"http", "https"}
 # the first packet (measured on nginx-rtmp); the FLV header already names the codec.
 _LOW_LATENCY = {"fflags": "nobuffer", "flags": "low_delay",
                 "probesize": "32768", "analyzeduration": "0"}
+#: Demux errors in a row after which the input counts as unreadable, not damaged.
+MAX_DEMUX_ERRORS_IN_A_ROW = 64
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,16 @@ class FrameReader:
         self.prepare = prepare
         self.stop_requested = threading.Event()
         self.received_any = False
+        #: Furthest source time this connection reached (where a failure happened).
+        self.furthest_s: float | None = None
+        self._first_packet_at: float | None = None
+        self._last_packet_at: float | None = None
+
+    def read_for_s(self) -> float:
+        """Wall time from this connection's first packet to its last."""
+        if self._first_packet_at is None or self._last_packet_at is None:
+            return 0.0
+        return self._last_packet_at - self._first_packet_at
 
     def run(self) -> None:
         """Return at end of stream; raise SourceError subclasses on failure."""
@@ -153,7 +165,7 @@ class FrameReader:
         context = stream.codec_context
         last_packet_at = time.monotonic()
         try:
-            for packet in container.demux(stream):
+            for packet in self._packets(container, stream):
                 last_packet_at = time.monotonic()
                 if self.stop_requested.is_set():
                     return
@@ -161,23 +173,54 @@ class FrameReader:
                     continue  # flush packet at end of input
                 if not self.received_any:
                     self.received_any = True
+                    self._first_packet_at = last_packet_at
                     self.on_first_packet()
+                self._last_packet_at = last_packet_at
                 self.stats.packets += 1
                 time_s = _packet_time(packet, time_base)
                 if time_s is None:
                     continue
+                self.furthest_s = time_s if self.furthest_s is None else max(self.furthest_s,
+                                                                             time_s)
                 self._handle(packet, time_s, context, time_base)
-                if segmenter is not None:
-                    segmenter.add(packet, time_s)  # after decoding: muxing rewrites it
+                # After decoding: muxing rewrites the packet.
+                if segmenter is not None and not segmenter.add(packet, time_s):
+                    self.stats.remux_refused_packets += 1
             self._flush(context, time_base)
         except (av.error.FFmpegError, OSError) as error:
             # FFmpeg reports its rw_timeout as a plain I/O error: silence that lasted
             # the read timeout is what tells a stall apart from a broken connection.
-            if time.monotonic() - last_packet_at >= self.settings.read_timeout_s:
+            local = is_local_path(self.url)
+            if not local and time.monotonic() - last_packet_at >= self.settings.read_timeout_s:
                 raise SourceStalled(
                     f"{self.url} sent nothing for {self.settings.read_timeout_s:g}s"
                 ) from None
-            raise SourceOpenError(f"reading {self.url} failed: {_reason(error)}") from None
+            where = "" if self.furthest_s is None else f" after {self.furthest_s:.1f}s"
+            # Reading a file again finds the same damage: a file fails once, for good.
+            raise SourceOpenError(f"reading {self.url} failed{where}: {_reason(error)}",
+                                  retriable=not local) from None
+
+    def _packets(self, container: av.container.InputContainer,
+                 stream: av.video.stream.VideoStream) -> Iterator[VideoPacket]:
+        """Demuxed packets; data the demuxer finds damaged is skipped and counted, and
+        reading goes on after it, until too many errors come in a row."""
+        errors_in_a_row = 0
+        while True:
+            try:
+                for packet in container.demux(stream):
+                    errors_in_a_row = 0
+                    yield packet
+                return
+            except av.error.InvalidDataError:
+                errors_in_a_row += 1
+                self.stats.corrupt_packets += 1
+                if errors_in_a_row >= MAX_DEMUX_ERRORS_IN_A_ROW:
+                    raise
+            except IndexError:
+                # PyAV's end-of-input flush indexes its stream list by FFmpeg's stream
+                # count, which grows when damaged data looks like a new stream (MPEG-TS).
+                self.stats.corrupt_packets += 1
+                return
 
     def _handle(self, packet: VideoPacket, time_s: float, context: av.VideoCodecContext,
                 time_base: float) -> None:

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: A connection that read this long earns a fresh retry budget even if it did not get
+#: past the previous failure (a live source whose timestamps restart on reconnect).
+STEADY_READ_S = 10.0
+
 
 class EndReason(Enum):
     END_OF_INPUT = "end of input"
@@ -91,6 +95,8 @@ class StreamSource:
         self._reader: FrameReader | None = None
         self._clock = _SessionClock()
         self._stopping = asyncio.Event()
+        #: Source time the last failed connection reached.
+        self._failed_at: float | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -105,9 +111,11 @@ class StreamSource:
             try:
                 await run_in_own_thread(reader.run, f"reader:{self.url[-40:]}")
             except SourceError as error:
-                if reader.received_any:
+                if self._made_progress(reader):
                     backoff.reset()
                     deadline.restart()
+                if reader.furthest_s is not None:
+                    self._failed_at = reader.furthest_s
                 ended = await self._ended_after(error, reader)
                 if ended is not None:
                     return ended
@@ -117,6 +125,16 @@ class StreamSource:
                 return EndReason.STOPPED
             return EndReason.END_OF_INPUT
         return EndReason.STOPPED
+
+    def _made_progress(self, reader: FrameReader) -> bool:
+        """Whether a failed connection earns a fresh retry budget: only by getting past
+        where the previous one failed, or by reading steadily for a while. A reconnect
+        that re-reads the same damaged head again and again must run out of budget."""
+        if not reader.received_any:
+            return False
+        if self._failed_at is None or reader.read_for_s() >= STEADY_READ_S:
+            return True
+        return reader.furthest_s is not None and reader.furthest_s > self._failed_at
 
     def _new_reader(self) -> FrameReader:
         loop = asyncio.get_running_loop()
