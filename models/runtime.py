@@ -51,10 +51,11 @@ class ModelInput:
     geometry: Letterbox
 
 
-def prepare_input(manifest: Manifest, frame: Image) -> ModelInput:
-    """Preprocess one BGR frame for ``manifest`` (pure; any thread, no session needed)."""
+def prepare_input(manifest: Manifest, frame: Image, *, still: bool = False) -> ModelInput:
+    """Preprocess one BGR frame for ``manifest`` (pure; any thread, no session needed).
+    ``still``: a picture file, prepared exactly as the reference package prepares it."""
     size = manifest.input.size
-    tensor = preprocessor(manifest.preprocessing)(frame, size)
+    tensor = preprocessor(manifest.preprocessing, still=still)(frame, size)
     return ModelInput(tensor, letterbox_geometry(frame, size))
 
 

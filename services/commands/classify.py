@@ -12,11 +12,13 @@ from typing import Any
 import cv2
 import numpy as np
 import onnxruntime as ort
+from PIL import Image as PILImage
+from PIL import ImageOps, UnidentifiedImageError
 
-from models.preprocess import Image
+from models.preprocess import Image, bgr_from_picture
 from models.registry import manifests
-from models.runtime import choose_providers
-from services.classify.classifier import Classifier, Scored
+from models.runtime import choose_providers, prepare_input
+from services.classify.classifier import Classifier, Prepared, Scored
 from services.config import Settings, load_settings
 from services.errors import ModelError, SourceError, UnsupportedMedia
 from services.ingest.pyav_reader import FrameReader, RawSample
@@ -25,6 +27,8 @@ from services.sampling.sampler import IntervalSampler
 from services.stats import StreamStats
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+# A GIF of one frame is a picture; an animated one is sampled like a video.
+_MAYBE_ANIMATED_SUFFIXES = {".gif"}
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -35,13 +39,33 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(**{**base.model_dump(), "model": model.model_dump()})
 
 
-def _read_image(path: Path) -> Image:
+def read_still(path: Path) -> Image:
+    """A picture file as a BGR frame, decoded and converted as the reference package
+    does (PIL), except that EXIF orientation is applied: what a viewer sees is judged."""
     if not path.is_file():
         raise UnsupportedMedia(f"{path}: no such file")
+    try:
+        with PILImage.open(path) as picture:
+            return bgr_from_picture(ImageOps.exif_transpose(picture))
+    except (UnidentifiedImageError, OSError, ValueError):
+        pass  # formats PIL lacks may still be in OpenCV's build
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise UnsupportedMedia(f"{path}: not an image this build can decode")
     return np.asarray(image, np.uint8)
+
+
+def is_still(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in _IMAGE_SUFFIXES:
+        return True
+    if suffix not in _MAYBE_ANIMATED_SUFFIXES:
+        return False
+    try:
+        with PILImage.open(path) as picture:
+            return getattr(picture, "n_frames", 1) == 1
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False  # the video reader reports what is wrong with it
 
 
 def _video_frames(path: Path, interval: float) -> list[RawSample]:
@@ -64,16 +88,31 @@ def _judge(scored: list[Scored], config: PolicyConfig) -> Level:
     return worst
 
 
+async def _classify_still(classifier: Classifier, path: Path) -> Scored:
+    """A picture is prepared with the reference's exact steps, so it scores as the
+    reference package scores it; video samples take the live pipeline's faster ones."""
+    def prepare() -> Prepared:
+        image = read_still(path)
+        return tuple(prepare_input(manifest, image, still=True)
+                     for manifest in classifier.manifests)
+
+    # Through the batcher; inputs are classified one after another, so no newer item
+    # under this key can replace it.
+    scored = await classifier.classify(f"classify:{path}", await asyncio.to_thread(prepare))
+    if scored is None:
+        raise RuntimeError(f"{path}: the classifier dropped the picture")
+    return scored
+
+
 async def _classify_one(classifier: Classifier, path: Path, args: argparse.Namespace,
                         config: PolicyConfig) -> dict[str, Any]:
     started = time.perf_counter()
-    is_image = path.suffix.lower() in _IMAGE_SUFFIXES
+    is_image = await asyncio.to_thread(is_still, path)
     if is_image:
-        frames = [await asyncio.to_thread(_read_image, path)]
+        scored = [await _classify_still(classifier, path)]
     else:
         samples = await asyncio.to_thread(_video_frames, path, args.interval)
-        frames = [sample.image for sample in samples]
-    scored = await classifier.classify_now(frames)
+        scored = await classifier.classify_now([sample.image for sample in samples])
     fused = {k: max(s.fused[k] for s in scored) for k in scored[0].fused}
     return {
         "input": str(path), "kind": "image" if is_image else "video", "samples": len(scored),
