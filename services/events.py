@@ -26,6 +26,11 @@ class Lifecycle(Enum):
     REFUSED = "refused"
     #: The archive spool refused a segment: that part of the stream is not recorded.
     ARCHIVE_SPOOL_FULL = "archive_spool_full"
+    #: A consumer skipped a record it cannot handle (``services.incidents``); the
+    #: subject is the service, not a stream.
+    POISON_RECORD = "poison_record"
+    #: A background task crashed and its supervisor restarted it.
+    TASK_RESTARTED = "task_restarted"
 
 
 class EventLog:

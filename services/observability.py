@@ -37,6 +37,13 @@ CHAT_TERMS = Gauge("streamwarden_chat_terms", "Terms in force per chat word list
                    ["category"], registry=REGISTRY)
 ALERTS_SENT = Counter("streamwarden_alerts_total", "Alerts spooled for webhooks, by kind",
                       ["kind"], registry=REGISTRY)
+POISON_RECORDS = Counter(
+    "streamwarden_poison_records_total",
+    "Records a consumer could not handle: quarantined and skipped, by consumer and topic",
+    ["consumer", "topic"], registry=REGISTRY)
+TASK_RESTARTS = Counter("streamwarden_task_restarts_total",
+                        "Background tasks restarted by their supervisor after a crash",
+                        ["task"], registry=REGISTRY)
 
 _COUNTERS = ("packets", "decoded_packets", "corrupt_packets", "remux_refused_packets",
              "samples", "dropped_samples",

@@ -18,6 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
+from services import incidents
 from services.alerts.webhooks import WebhookSender
 from services.background import BackgroundTask
 from services.config import Settings
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 BLACKLISTED = frozenset({"provider_blacklisted", "host_blacklisted"})
 #: Flags remembered (id -> decision time) to time the actions on them.
 _REMEMBERED_FLAGS = 100_000
+#: What a record's content can raise while it is read (dates out of range included).
+RECORD_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OverflowError,
+                 RecursionError)
 
 
 def alert_for(topic: str, message: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
@@ -55,6 +59,8 @@ class AlertDispatcher:
                                     alerts.timeout_s)
         self.lag = ConsumerLag(alerts.group_id)
         self._flag_times: OrderedDict[str, datetime] = OrderedDict()
+        #: Records that could not be handled (quarantined and reported).
+        self.skipped = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._loop = BackgroundTask(self._run, "alert-dispatcher")
 
@@ -80,38 +86,51 @@ class AlertDispatcher:
     async def _run(self) -> None:
         consumer = self._consumer
         assert consumer is not None  # noqa: S101 - start() made it
+        await incidents.rewind_to_committed(consumer, self.settings.alerts.start_from)
         while True:
             try:
                 batch = await consumer.getmany(timeout_ms=500)
-                for tp, messages in batch.items():
+                for messages in batch.values():
                     for message in messages:
-                        self._handle(tp.topic, message)
+                        self._handle(message)
                 if batch:
                     await consumer.commit()  # the alerts are in the spool by now
             except KafkaError as error:  # aiokafka reconnects by itself
                 log.warning("alert dispatcher: %s", error)
             await self.lag.update(consumer)
 
-    def _handle(self, topic: str, record: ConsumerRecord[bytes, bytes]) -> None:
+    def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """One record; one that cannot be handled is quarantined, the rest go on."""
         try:
-            message = json.loads(record.value or b"")
-            if topic == self.settings.alerts.actions_topic:
-                self._time_action(message)
-                return
-            if topic == self.settings.kafka.flags_topic:
-                self._remember(message)
-            alert = alert_for(topic, message, self.settings)
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            log.error("alert dispatcher: skipping a bad message on %s: %s", topic, error)
+            alert = self._read(record)
+        except RECORD_ERRORS as error:
+            self.skipped += 1
+            incidents.quarantine_record("alert-dispatcher", record, incidents.describe(error))
             return
         if alert is not None:
-            self._spool(alert)
+            self._spool(*alert)
 
-    def _spool(self, alert: dict[str, Any]) -> None:
-        body = json.dumps(alert, sort_keys=True, ensure_ascii=False).encode()
-        for webhook in self.settings.alerts.webhooks:
-            item = hashlib.sha256(f"{alert['id']}|{webhook.url}".encode()).hexdigest()[:40]
-            self.sender.spool.put(item, body, {"url": webhook.url})
+    def _read(self, record: ConsumerRecord[bytes, bytes]
+              ) -> tuple[dict[str, Any], bytes, dict[str, str]] | None:
+        """The alert a record calls for, encoded, with its spool item id per webhook URL;
+        raises one of ``RECORD_ERRORS`` on content it cannot handle."""
+        topic = record.topic
+        message = json.loads(record.value or b"")
+        if topic == self.settings.alerts.actions_topic:
+            self._time_action(message)
+            return None
+        if topic == self.settings.kafka.flags_topic:
+            self._remember(message)
+        alert = alert_for(topic, message, self.settings)
+        if alert is None:
+            return None
+        items = {w.url: hashlib.sha256(f"{alert['id']}|{w.url}".encode()).hexdigest()[:40]
+                 for w in self.settings.alerts.webhooks}
+        return alert, json.dumps(alert, sort_keys=True, ensure_ascii=False).encode(), items
+
+    def _spool(self, alert: dict[str, Any], body: bytes, items: dict[str, str]) -> None:
+        for url, item in items.items():
+            self.sender.spool.put(item, body, {"url": url})
         ALERTS_SENT.labels(alert["kind"]).inc()
         log.warning("alert: %s on stream %s", alert["kind"], alert.get("stream_id"))
         self.sender.notify()

@@ -13,6 +13,7 @@ from services.api.errors import error_middleware, json_error
 from services.api.evidence_routes import add_evidence_routes
 from services.api.provider_routes import add_provider_routes
 from services.api.service import Service
+from services.background import task_report
 from services.console.routes import add_action_routes, add_console_routes
 from services.errors import InvalidStreamId
 from services.ids import validate_id
@@ -37,9 +38,13 @@ async def readyz(request: web.Request) -> web.Response:
     service = _service(request)
     if not service.accepting:
         return web.json_response({"status": "shutting down"}, status=503)
+    tasks = task_report()  # background tasks that crashed and were restarted
+    if not tasks["healthy"]:
+        return web.json_response({"status": "degraded", "tasks": tasks["crashed"]}, status=503)
     return web.json_response({"status": "ready", "roles": sorted(service.roles),
                               "worker": service.worker_id,
-                              "streams": len(service.supervisor.watches)})
+                              "streams": len(service.supervisor.watches),
+                              "tasks": tasks["crashed"]})
 
 
 @requires("admin", "metrics")

@@ -9,6 +9,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from services import incidents
 from services.background import BackgroundTask
 from services.chat.wordlists import WordListError, WordLists, signature
 from services.config import ChatSettings
@@ -17,6 +18,9 @@ from services.kafka_publisher import SpooledKafkaPublisher
 from services.observability import CHAT_TERMS
 
 log = logging.getLogger(__name__)
+
+#: What an archived line's content can raise while it is scanned.
+LINE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RecursionError)
 
 
 class ChatFilter:
@@ -27,6 +31,8 @@ class ChatFilter:
         self.flags_topic = flags_topic
         self.lists = WordLists({})
         self.flags = 0
+        #: Archived lines that could not be scanned (reported as incidents).
+        self.skipped = 0
         self._signature: object = None
         self._loop = BackgroundTask(self._follow, "chat-lists")
 
@@ -61,19 +67,41 @@ class ChatFilter:
         log.info("word lists loaded: %s", {c: len(t) for c, t in self.lists.lists.items()})
 
     async def scan(self, archive_key: str, lines: list[dict[str, Any]]) -> None:
-        """Called by the user-log archiver once ``lines`` are stored at ``archive_key``."""
+        """Called by the user-log archiver once ``lines`` are stored at ``archive_key``.
+        A line that cannot be scanned is skipped and reported; the others are scanned."""
         now = datetime.now(UTC)
         for line in lines:
-            text = _text(line, self.settings.event_types)
-            if text is None:
+            try:
+                flags = self._flags_for(line, archive_key, now)
+            except LINE_ERRORS as error:
+                self.skipped += 1
+                incidents.quarantine("chat-filter", incidents.describe(error),
+                                     topic=_archive_of(archive_key), archive_key=archive_key,
+                                     line_id=str(line.get("id")))
                 continue
-            for match in self.lists.match(text):
-                flag = chat_flag(line, match.category, list(match.terms), archive_key, now)
-                key = str(line.get("stream_id") or line["provider_id"])
-                await asyncio.to_thread(self.publisher.spool.put, flag["id"], encode(flag),
+            for flag_id, body, key in flags:
+                await asyncio.to_thread(self.publisher.spool.put, flag_id, body,
                                         {"topic": self.flags_topic, "key": key})
                 self.flags += 1
         self.publisher.notify()
+
+    def _flags_for(self, line: dict[str, Any], archive_key: str, now: datetime
+                   ) -> list[tuple[str, bytes, str]]:
+        """(id, encoded flag, topic key) of each flag the word lists call for. Pure."""
+        text = _text(line, self.settings.event_types)
+        if text is None:
+            return []
+        found = []
+        for match in self.lists.match(text):
+            flag = chat_flag(line, match.category, list(match.terms), archive_key, now)
+            found.append((str(flag["id"]), encode(flag),
+                          str(line.get("stream_id") or line["provider_id"])))
+        return found
+
+
+def _archive_of(archive_key: str) -> str:
+    """``logs/user/<provider>/...`` -> ``logs/user``: the metric label, bounded."""
+    return "/".join(archive_key.split("/")[:2])
 
 
 def _text(line: dict[str, Any], event_types: tuple[str, ...]) -> str | None:

@@ -10,10 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
+from services import incidents
 from services.api.routes import build_app
 from services.api.service import Service, parse_roles
 from services.config import load_settings
 from services.errors import ConfigError
+from services.events import Lifecycle
 from services.ingest.webrtc import pin_ice_host_addresses
 from services.observability import register
 
@@ -39,6 +41,9 @@ async def serve_command(args: argparse.Namespace, with_signals: Any) -> int:
     pin_ice_host_addresses(settings.api.ice_host_addresses)
     service = Service.build(settings, roles)
     register(service.collector())
+    # Quarantined records and restarted tasks become lifecycle events (spooled first).
+    incidents.add_listener(lambda kind, detail: service.app.events.emit_soon(
+        incidents.SUBJECT, Lifecycle(kind), **detail))
     await service.start()
     host = args.host or settings.api.host
     port = args.port if args.port is not None else settings.api.port

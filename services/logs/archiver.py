@@ -12,11 +12,18 @@ that retries resends), so repeated line ids are dropped against a bounded window
 of recently archived ids; each checkpoint stores its batch's ids, so the window
 survives a restart. No line is stored twice, even when the archiver crashed
 between upload and commit.
+
+A record that cannot be archived (not JSON, a field missing, a timestamp out of
+range...) never stops the log: it is stored as it came, with the reason, under the
+rejected prefix (``logs/rejected/user/...``, same retention), one object per record
+so a re-run after a crash finds it there and reports it only once; then it is counted,
+reported as an incident and committed past like any archived line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import json
 import logging
@@ -29,10 +36,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from services import incidents
 from services.archive.store import ObjectStore
 from services.background import BackgroundTask
 from services.config import KafkaSettings, LogSettings, LogStream
-from services.errors import StreamWardenError
+from services.errors import InvalidStreamId, StreamWardenError
+from services.ids import validate_id
 from services.kafka import ConsumerLag, start_consumer
 from services.logs.lines import line_id, partition_of
 
@@ -42,12 +51,56 @@ log = logging.getLogger(__name__)
 ArchivedHook = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
 #: Checkpoints whose line ids are reloaded per partition after a restart.
 _CHECKPOINTS_RELOADED = 50
+#: What a record's content can raise on its way into the archive.
+RECORD_ERRORS = (ValueError, TypeError, KeyError, OverflowError, RecursionError,
+                 InvalidStreamId)
 
 
 @dataclass
 class Batch:
     records: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
     opened: float = field(default_factory=time.monotonic)
+
+
+def archivable(value: bytes | None) -> tuple[dict[str, Any], tuple[str, str, str]]:
+    """The line a record holds, with its id, and its (provider, date, hour) group.
+
+    Raises one of ``RECORD_ERRORS`` naming why the record cannot be archived: intake
+    validates lines, but any producer can write to the topic."""
+    line = json.loads(value or b"")
+    if not isinstance(line, dict):
+        raise TypeError("a line must be a JSON object")
+    group = partition_of(line)
+    validate_id(group[0], "provider id")  # it becomes part of the object key
+    if not isinstance(line.get("user_id"), str):
+        raise TypeError("user_id must be a string")
+    line.setdefault("id", line_id({k: v for k, v in line.items() if k != "id"}))
+    if not isinstance(line["id"], str):
+        raise TypeError("id must be a string")
+    json.dumps(line, sort_keys=True)  # what the archive object will hold must encode
+    return line, group
+
+
+def rejected_body(record: ConsumerRecord[bytes, bytes], reason: str) -> bytes:
+    """A rejected record as it came (text when it is UTF-8, else base64), and why."""
+    body: dict[str, Any] = {"topic": record.topic, "partition": record.partition,
+                            "offset": record.offset, "timestamp_ms": record.timestamp,
+                            "reason": reason}
+    for name, data in (("key", record.key), ("value", record.value)):
+        if data is None:
+            body[name] = None
+            continue
+        try:
+            body[name] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            body[f"{name}_base64"] = base64.b64encode(data).decode()
+    return json.dumps(body, sort_keys=True).encode()
+
+
+def rejected_prefix(prefix: str) -> str:
+    """``logs/user`` -> ``logs/rejected/user``: beside the archive, never inside it."""
+    head, _, tail = prefix.rpartition("/")
+    return f"{head}/rejected/{tail}" if head else f"rejected/{tail}"
 
 
 def encode_group(lines: list[dict[str, Any]]) -> tuple[bytes, bytes]:
@@ -68,8 +121,10 @@ class LogArchiver:
         self.lag = ConsumerLag(self.stream.group_id)
         self.archived_lines = 0
         self.duplicates = 0
+        self.rejected_lines = 0
+        self.name = f"log-archiver:{self.stream.prefix}"
         self._consumer: AIOKafkaConsumer | None = None
-        self._loop = BackgroundTask(self._run, f"log-archiver:{self.stream.prefix}")
+        self._loop = BackgroundTask(self._run, self.name)
         self._done: dict[int, int] = {}  # partition -> last archived offset
         self._recent: OrderedDict[str, None] = OrderedDict()  # bounded window of line ids
 
@@ -88,8 +143,13 @@ class LogArchiver:
             await self._consumer.stop()
             self._consumer = None
 
+    @property
+    def healthy(self) -> bool:
+        return self._loop.healthy
+
     async def _run(self) -> None:
         assert self._consumer is not None  # noqa: S101 - start() made it
+        await incidents.rewind_to_committed(self._consumer)
         batches: dict[int, Batch] = defaultdict(Batch)
         while True:
             try:
@@ -139,12 +199,10 @@ class LogArchiver:
         groups, seen = defaultdict(list), set()
         for record in fresh:
             try:
-                line = json.loads(record.value or b"")
-                group = partition_of(line)
-            except (json.JSONDecodeError, KeyError, ValueError, TypeError):
-                log.error("log archiver: skipping malformed message at offset %d", record.offset)
+                line, group = archivable(record.value)
+            except RECORD_ERRORS as error:
+                await self._reject(record, incidents.describe(error))
                 continue
-            line.setdefault("id", line_id({k: v for k, v in line.items() if k != "id"}))
             if line["id"] in seen or line["id"] in self._recent:
                 self.duplicates += 1
                 continue
@@ -165,6 +223,17 @@ class LogArchiver:
                              gzip.compress("\n".join(ids).encode(), mtime=0), "application/gzip")
         self._remember(ids)
         self._done[partition] = last
+
+    async def _reject(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        """Quarantine: kept as it came under the rejected prefix, reported once."""
+        key = (f"{rejected_prefix(self.stream.prefix)}/{record.topic}/p{record.partition}/"
+               f"{record.offset:012d}.json")
+        if await self.store.exists(key):
+            return  # stored (and reported) before a restart
+        await self.store.put(key, rejected_body(record, reason), "application/json",
+                             retention_days=self.stream.retention_days)
+        self.rejected_lines += 1
+        incidents.quarantine_record(self.name, record, reason)
 
     def _remember(self, ids: list[str]) -> None:
         for item in ids:

@@ -5,16 +5,16 @@ a bounded queue per viewer (oldest dropped when a viewer is slow)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
+from services import incidents
 from services.background import BackgroundTask
 from services.config import ConsoleSettings, KafkaSettings
 from services.kafka import assign_from_time, start_consumer
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: Flags waiting for one viewer's browser.
 VIEWER_QUEUE = 200
+#: What a record's content can raise on its way into the feed.
+RECORD_ERRORS = (ValueError, TypeError, RecursionError)
 
 
 class FlagFeed:
@@ -32,6 +34,8 @@ class FlagFeed:
         self.flags: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.viewers: set[asyncio.Queue[dict[str, Any]]] = set()
         self.dropped = 0
+        #: Records that were not flags (quarantined and reported).
+        self.skipped = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._loop = BackgroundTask(self._run, "flag-feed")
 
@@ -64,11 +68,21 @@ class FlagFeed:
                 continue
             for records in batch.values():
                 for record in records:
-                    with contextlib.suppress(ValueError):
-                        self.add(json.loads(record.value or b""))
+                    self.receive(record)
 
-    def add(self, flag: dict[str, Any]) -> None:
-        if not isinstance(flag, dict) or "id" not in flag or flag["id"] in self.flags:
+    def receive(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """One record of the flags topic; one that is not a flag is quarantined."""
+        try:
+            self.add(json.loads(record.value or b""))
+        except RECORD_ERRORS as error:
+            self.skipped += 1
+            incidents.quarantine_record("flag-feed", record, incidents.describe(error))
+
+    def add(self, flag: Any) -> None:
+        """Raises ValueError for what is not a flag (a JSON object with a string id)."""
+        if not isinstance(flag, dict) or not isinstance(flag.get("id"), str):
+            raise ValueError("not a flag: a JSON object with a string id")
+        if flag["id"] in self.flags:
             return  # repeats (at-least-once delivery) are dropped by id
         self.flags[flag["id"]] = flag
         while len(self.flags) > self.settings.max_flags:
