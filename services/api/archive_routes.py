@@ -8,6 +8,7 @@ from aiohttp import web
 
 from services.api.access import ACTOR
 from services.api.auth import requires
+from services.api.body import read_json
 from services.api.service import Service
 from services.archive.holds import HoldRequest, set_hold, validate_case
 from services.archive.playback import list_sessions, signed_playlist
@@ -66,7 +67,7 @@ async def release_hold(request: web.Request) -> web.Response:
 
 
 async def _hold(request: web.Request, on: bool) -> web.Response:
-    hold = _hold_request(await request.json(), request.get(ACTOR, "anonymous"))
+    hold = _hold_request(await read_json(request), request.get(ACTOR, "anonymous"))
     service = request.app[SERVICE]
     result = await set_hold(service.app.store, hold, on)
     await service.app.oplog.record(hold.actor, "archive.hold" if on else "archive.release", {

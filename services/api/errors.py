@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import secrets
 from typing import Any
 
 from aiohttp import web
@@ -13,8 +13,8 @@ from services.errors import StreamWardenError
 log = logging.getLogger(__name__)
 
 
-def json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def json_error(status: int, message: str, **extra: str) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
 
 
 @web.middleware
@@ -26,8 +26,14 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         if error.content_type == "application/json" or error.status < 400:
             raise
         return json_error(error.status, error.reason)
-    except json.JSONDecodeError as error:
-        return json_error(400, f"body is not valid JSON: {error.msg}")
     except StreamWardenError as error:
         status = getattr(error, "status", 503 if error.retriable else 400)
-        return json_error(status, str(error))
+        response = json_error(status, str(error))
+        if getattr(error, "close_connection", False):
+            response.force_close()  # "Connection: close": the rest of the body is not read
+        return response
+    except Exception:  # the one catch-all: a bug answers JSON, its traceback is logged
+        error_id = secrets.token_hex(8)
+        log.exception("error %s in %s %s", error_id, request.method, request.path)
+        return json_error(500, f"internal error {error_id}; the service log has the details",
+                          error_id=error_id)

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from services.api.access import ACTOR
 from services.api.auth import requires
+from services.api.body import read_object
 from services.api.service import Service
 from services.evidence.collect import collect
 from services.evidence.export import export
@@ -46,9 +47,7 @@ async def find_evidence(request: web.Request) -> web.Response:
 
 @requires("investigator", "admin")
 async def export_evidence(request: web.Request) -> web.Response:
-    body = await request.json()
-    if not isinstance(body, dict):
-        raise EvidenceError("the body must be a JSON object")
+    body = await read_object(request)
     query = parse_query(body)
     service = request.app[SERVICE]
     actor = request.get(ACTOR, "anonymous")

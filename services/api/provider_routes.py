@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from services.api.auth import requires
+from services.api.body import read_json
 from services.api.service import Service
 from services.errors import InvalidStreamId
 from services.ids import validate_id
@@ -25,14 +26,14 @@ def _provider_id(request: web.Request) -> str:
 
 @requires("admin")
 async def register_provider(request: web.Request) -> web.Response:
-    provider = await request.app[SERVICE].desk.register(await request.json())
+    provider = await request.app[SERVICE].desk.register(await read_json(request))
     return web.json_response(provider.view(today()), status=201)
 
 
 @requires("admin")
 async def update_provider(request: web.Request) -> web.Response:
     desk = request.app[SERVICE].desk
-    provider = await desk.update(_provider_id(request), await request.json())
+    provider = await desk.update(_provider_id(request), await read_json(request))
     return web.json_response(provider.view(today()))
 
 
@@ -52,14 +53,15 @@ async def get_provider(request: web.Request) -> web.Response:
 
 @requires("platform", "admin")
 async def put_host(request: web.Request) -> web.Response:
-    host = await request.app[SERVICE].desk.put_host(_provider_id(request), await request.json())
+    host = await request.app[SERVICE].desk.put_host(_provider_id(request),
+                                                 await read_json(request))
     return web.json_response({"host_id": host.host_id, "verified": host.verified,
                               "blacklisted": host.blacklisted}, status=201)
 
 
 @requires("platform", "admin")
 async def post_report(request: web.Request) -> web.Response:
-    flag = await request.app[SERVICE].report(_report_body(await request.json()))
+    flag = await request.app[SERVICE].report(_report_body(await read_json(request)))
     return web.json_response({"flag_id": flag["id"], "stream_id": flag["stream_id"]},
                              status=202)
 

@@ -9,6 +9,16 @@ from aiohttp import web
 from services.api.access import access_middleware
 from services.api.archive_routes import add_archive_routes
 from services.api.auth import auth_middleware, requires
+from services.api.body import (
+    CURL_DEFAULT,
+    LINES_TYPES,
+    SDP_TYPES,
+    read_bytes,
+    read_form,
+    read_json,
+    read_object,
+    read_text,
+)
 from services.api.errors import error_middleware, json_error
 from services.api.evidence_routes import add_evidence_routes
 from services.api.provider_routes import add_provider_routes
@@ -19,6 +29,7 @@ from services.errors import InvalidStreamId
 from services.ids import validate_id
 from services.ingest.keys import KeyRefused
 from services.ingest.registry import RegistryError, parse_registration
+from services.ingest.sdp_offer import MAX_SDP_BYTES
 from services.logs.lines import parse_lines
 from services.observability import exposition
 from services.providers.desk import IngestRefused
@@ -56,7 +67,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 @requires("platform", "admin")
 async def register_stream(request: web.Request) -> web.Response:
-    record = parse_registration(await request.json())
+    record = parse_registration(await read_json(request))
     return web.json_response(await _service(request).register_pull(record), status=201)
 
 
@@ -84,7 +95,7 @@ async def delete_stream(request: web.Request) -> web.Response:
 async def post_logs(request: web.Request) -> web.Response:
     service = _service(request)
     service.check_accepting()
-    valid, rejected = parse_lines(await request.read())
+    valid, rejected = parse_lines(await read_bytes(request, (*LINES_TYPES, CURL_DEFAULT)))
     if valid:
         await service.accept_logs(valid)
     return web.json_response(
@@ -95,8 +106,8 @@ async def post_logs(request: web.Request) -> web.Response:
 
 @requires("platform", "admin")
 async def issue_key(request: web.Request) -> web.Response:
-    body = await request.json()
-    if not isinstance(body, dict) or not body.get("stream_id") or not body.get("provider_id"):
+    body = await read_object(request)
+    if not body.get("stream_id") or not body.get("provider_id"):
         raise RegistryError("stream_id and provider_id are required", 422)
     service = _service(request)
     key, claims = service.keys.issue(str(body["stream_id"]), str(body["provider_id"]),
@@ -114,8 +125,8 @@ async def revoke_key(request: web.Request) -> web.Response:
 
 @requires("edge")
 async def on_publish(request: web.Request) -> web.Response:
-    form = await request.post()
-    key, address = str(form.get("name", "")), str(form.get("addr", "unknown"))
+    form = await read_form(request)
+    key, address = form.get("name", ""), form.get("addr", "unknown")
     service = _service(request)
     try:
         claims = await service.accept_publish(key, address)
@@ -130,24 +141,36 @@ async def on_publish(request: web.Request) -> web.Response:
 
 @requires("edge")
 async def on_publish_done(request: web.Request) -> web.Response:
-    form = await request.post()
-    await _service(request).publish_done(str(form.get("name", "")))
+    form = await read_form(request)
+    await _service(request).publish_done(form.get("name", ""))
     return web.json_response({"ok": True})
 
 
 @requires("platform", "admin")
 async def whip_offer(request: web.Request) -> web.Response:
     stream_id = _stream_id(request)
-    if request.content_type != "application/sdp":
-        return json_error(415, "WHIP offers must be sent as application/sdp")
-    provider = validate_id(request.query.get("provider_id", "whip"), "provider id")
-    host = request.query.get("host_id")
-    session_id, answer = await _service(request).start_whip(
-        stream_id, provider, await request.text(),
-        validate_id(host, "host id") if host else None, request.remote)
+    service = _service(request)
+    provider, host = _whip_parties(request, service.settings.ingest.enforce_providers)
+    offer = await read_text(request, SDP_TYPES, MAX_SDP_BYTES)
+    session_id, answer = await service.start_whip(stream_id, provider, offer, host,
+                                                  request.remote)
     location = f"/v1/whip/{stream_id}/{session_id}"
     return web.Response(status=201, text=answer, content_type="application/sdp",
                         headers={"Location": location})
+
+
+def _whip_parties(request: web.Request, gate_on: bool) -> tuple[str, str | None]:
+    """``provider_id`` and ``host_id`` from the query; both required with the gate on."""
+    missing = [name for name in ("provider_id", "host_id") if not request.query.get(name)]
+    if gate_on and missing:
+        what = ("query parameters provider_id and host_id are" if len(missing) == 2
+                else f"query parameter {missing[0]} is")
+        raise RegistryError(f"{what} missing: with the provider gate on, an offer names its "
+                            "provider and real-name host (POST /v1/whip/{id}?provider_id=..."
+                            "&host_id=...)", 400)
+    provider = validate_id(request.query.get("provider_id") or "whip", "provider id")
+    host = request.query.get("host_id")
+    return provider, validate_id(host, "host id") if host else None
 
 
 @requires("platform", "admin")
@@ -164,7 +187,9 @@ def _stream_id(request: web.Request) -> str:
 
 
 def build_app(service: Service) -> web.Application:
+    # Bodies are inflated by services.api.body, which answers a broken one in JSON.
     app = web.Application(client_max_size=service.settings.api.max_body_bytes,
+                          handler_args={"auto_decompress": False},
                           middlewares=[access_middleware(service.app.oplog), error_middleware,
                                        auth_middleware(service.settings.api.tokens)])
     app[SERVICE] = service

@@ -16,18 +16,23 @@ from services.compliance.render import render
 from services.compliance.summary import summarize
 from services.config import load_settings
 from services.errors import ConfigError
+from services.time_window import EPOCH, outside, until_tomorrow
 
 
-def _when(value: str) -> datetime:
+def _when(value: str, flag: str) -> datetime:
     try:
         stamp = datetime.fromisoformat(value)
     except ValueError:
         raise ConfigError(f"{value!r} is not an ISO 8601 date or time") from None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    problem = outside(stamp, EPOCH, until_tomorrow())
+    if problem:  # Kafka's offsets-for-times take milliseconds since the epoch
+        raise ConfigError(f"{flag} {value} {problem}")
+    return stamp
 
 
 async def report_command(args: argparse.Namespace) -> int:
-    start, end = _when(args.start), _when(args.end)
+    start, end = _when(args.start, "--from"), _when(args.end, "--to")
     if end <= start:
         raise ConfigError("--to must be after --from")
     settings = load_settings()

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from services.api.access import ACTOR
 from services.api.auth import CONSOLE_COOKIE, match_token, requires
+from services.api.body import read_form, read_json
 from services.api.service import Service
 from services.console.pages import LOGIN, QUEUE, REPLAY
 
@@ -37,8 +38,8 @@ async def login_page(request: web.Request) -> web.Response:
 
 
 async def login(request: web.Request) -> web.Response:
-    form = await request.post()
-    token = str(form.get("token", ""))
+    form = await read_form(request)
+    token = form.get("token", "")
     role = match_token(token, request.app[SERVICE].settings.api.tokens) if token else None
     if role not in _CONSOLE_ROLES:
         return _html(LOGIN.format(error="That token is not a moderator's."), 401)
@@ -109,7 +110,7 @@ async def _send(response: web.StreamResponse, flag: dict[str, Any]) -> None:
 @requires("moderator", "admin")
 async def post_action(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    message = await service.take_action(await request.json(), request.get(ACTOR, "anonymous"))
+    message = await service.take_action(await read_json(request), request.get(ACTOR, "anonymous"))
     return web.json_response(message, status=201)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from services.archive.holds import validate_case
 from services.errors import ConfigError, InvalidStreamId
 from services.ids import validate_id
+from services.time_window import EPOCH, outside, until_tomorrow
 
 #: The longest range one query or export may cover.
 MAX_RANGE = timedelta(days=31)
@@ -18,6 +19,12 @@ class EvidenceError(ConfigError):
     """A query the API refuses (400); ``status`` is the HTTP status."""
 
     status = 400
+
+
+class EvidenceRangeError(EvidenceError):
+    """A well-formed time the evidence stores cannot be asked about."""
+
+    status = 422
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,9 @@ def _when(value: Any, name: str) -> datetime:
         raise EvidenceError(f"{name} must be an RFC 3339 time") from None
     if stamp.tzinfo is None:
         raise EvidenceError(f"{name} needs a UTC offset")
+    problem = outside(stamp, EPOCH, until_tomorrow())
+    if problem:  # Kafka's offsets-for-times take milliseconds since the epoch
+        raise EvidenceRangeError(f"{name} {problem}")
     return stamp
 
 

@@ -12,6 +12,7 @@ from services.ids import validate_id
 
 Origin = Literal["pull", "rtmp", "whip"]
 ALLOWED_SCHEMES = ("rtmp", "rtmps", "rtsp", "http", "https", "srt")
+MAX_URL_CHARS = 2048
 
 
 class RegistryError(StreamWardenError):
@@ -41,13 +42,28 @@ class StreamRecord:
 
 
 def validate_pull_url(url: str) -> str:
-    parts = urlsplit(url)
+    if len(url) > MAX_URL_CHARS or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+        raise RegistryError(f"url must be at most {MAX_URL_CHARS} characters without spaces "
+                            "or control characters", 422)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # "rtmp://[", NFKC-unsafe hosts
+        raise RegistryError(f"url does not parse: {error}", 422) from None
+    try:
+        port = parts.port  # parsed lazily: raises on "abc" or 99999
+    except ValueError:
+        raise RegistryError("url port must be a number 1-65535", 422) from None
     if parts.scheme.lower() not in ALLOWED_SCHEMES:
         raise RegistryError(
             f"url scheme {parts.scheme or '(none)'!r} is not allowed; "
             f"use one of {', '.join(ALLOWED_SCHEMES)}", 422)
     if not parts.hostname:
         raise RegistryError("url has no host", 422)
+    if not parts.hostname.isascii():
+        raise RegistryError("url host must be ASCII (write a Unicode domain in its "
+                            "xn-- form)", 422)
+    if port == 0:
+        raise RegistryError("url port must be a number 1-65535", 422)
     return url
 
 

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 import aioice.ice
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaBlackhole
+from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from services.archive.recorder import FrameRecorder
-from services.errors import StreamWardenError
 from services.ingest.pyav_reader import RawSample
+from services.ingest.sdp_offer import WhipError, check_offer
 from services.ingest.source import EndReason, Sample
 from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
@@ -23,13 +24,14 @@ from services.stats import DropReason, StreamStats
 
 log = logging.getLogger(__name__)
 
-MAX_SDP_BYTES = 64 * 1024
 
-
-class WhipError(StreamWardenError):
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
+#: Closing a peer connection normally takes milliseconds; DELETE must not wait on more.
+CLOSE_TIMEOUT_S = 5.0
+#: What aiortc raises on offers that passed check_offer but it still cannot take: it
+#: asserts and indexes on parsed input (AssertionError, StopIteration turned RuntimeError).
+_NEGOTIATION_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError,
+                       AssertionError, RuntimeError, InternalError, InvalidAccessError,
+                       InvalidStateError)
 
 
 def pin_ice_host_addresses(addresses: tuple[str, ...]) -> None:
@@ -40,15 +42,6 @@ def pin_ice_host_addresses(addresses: tuple[str, ...]) -> None:
     if addresses:
         chosen = list(addresses)
         aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: chosen
-
-
-def check_offer(sdp: str) -> None:
-    if len(sdp.encode()) > MAX_SDP_BYTES:
-        raise WhipError(f"SDP offer is larger than {MAX_SDP_BYTES} bytes", 413)
-    if not sdp.startswith("v=0"):
-        raise WhipError("body is not an SDP offer (it must start with v=0)", 400)
-    if "\nm=video " not in sdp.replace("\r\n", "\n"):
-        raise WhipError("the offer has no video", 422)
 
 
 class WebRtcSource:
@@ -117,11 +110,37 @@ class WhipSession:
     video: asyncio.Future[MediaStreamTrack]
     sinks: list[MediaBlackhole] = field(default_factory=list)
     tasks: set[asyncio.Future[None]] = field(default_factory=set)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set when the connection failed or closed.
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def on_state(self, state: str) -> None:
+        if state == "connected":
+            self.connected.set()
+        elif state in ("failed", "closed"):
+            self.gone.set()
+
+    async def connects_within(self, timeout_s: float) -> bool:
+        """True once the peer is connected; False when it fails or the time runs out."""
+        waits = {asyncio.ensure_future(self.connected.wait()),
+                 asyncio.ensure_future(self.gone.wait())}
+        try:
+            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        return self.connected.is_set() and not self.gone.is_set()
 
     async def close(self) -> None:
-        for sink in self.sinks:
-            await sink.stop()
-        await self.pc.close()
+        """Stop the drains and the peer connection, within CLOSE_TIMEOUT_S."""
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                for sink in self.sinks:
+                    await sink.stop()
+                await self.pc.close()
+        except TimeoutError:
+            log.warning("WHIP session %s of %s did not close within %ss", self.session_id,
+                        self.stream_id, CLOSE_TIMEOUT_S)
 
 
 async def answer_offer(stream_id: str, sdp: str) -> tuple[WhipSession, str]:
@@ -130,6 +149,10 @@ async def answer_offer(stream_id: str, sdp: str) -> tuple[WhipSession, str]:
     pc = RTCPeerConnection()
     video: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
     session = WhipSession(secrets.token_hex(8), stream_id, pc, video)
+
+    @pc.on("connectionstatechange")
+    def on_state() -> None:
+        session.on_state(pc.connectionState)
 
     @pc.on("track")
     def on_track(track: MediaStreamTrack) -> None:
@@ -141,13 +164,24 @@ async def answer_offer(stream_id: str, sdp: str) -> tuple[WhipSession, str]:
             session.sinks.append(sink)
             session.tasks.add(asyncio.ensure_future(sink.start()))
 
+    answered = False
+    try:
+        await _negotiate(pc, sdp)
+        if not video.done():
+            raise WhipError("the offer has no video track", 422)
+        answered = True
+    finally:
+        if not answered:  # whatever went wrong, no peer connection is left open
+            await session.close()
+    return session, pc.localDescription.sdp
+
+
+async def _negotiate(pc: RTCPeerConnection, sdp: str) -> None:
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
-    except (ValueError, KeyError, IndexError, TypeError) as error:
-        await pc.close()
-        raise WhipError(f"malformed SDP offer: {error}", 400) from None
-    if not video.done():
-        await pc.close()
-        raise WhipError("the offer has no video track", 422)
-    return session, pc.localDescription.sdp
+    except OperationError as error:  # e.g. no codec in common
+        raise WhipError(f"the offer cannot be negotiated: {error}", 422) from None
+    except _NEGOTIATION_ERRORS as error:
+        raise WhipError(f"malformed SDP offer ({type(error).__name__}: "
+                        f"{str(error)[:200] or 'rejected by the WebRTC stack'})", 400) from None

@@ -10,9 +10,13 @@ from typing import Any
 
 from services.errors import InvalidStreamId
 from services.ids import validate_id
+from services.strict_json import JsonRefused, loads
+from services.time_window import outside
 
 MAX_LINE_BYTES = 16 * 1024
 MAX_FUTURE = timedelta(minutes=5)
+#: Older lines are refused: far-past times overflow once moved to UTC for the archive path.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 REQUIRED = ("provider_id", "user_id", "event_type", "timestamp", "payload")
 OPTIONAL = ("host_id", "stream_id")
 
@@ -61,7 +65,20 @@ def _check_time(value: Any, now: datetime) -> str | None:
         return "timestamp needs a UTC offset"
     if stamp - now > MAX_FUTURE:
         return "timestamp is in the future"
-    return None
+    problem = outside(stamp, EARLIEST, now + MAX_FUTURE)
+    return f"timestamp {problem}" if problem else None
+
+
+def _parse_line(raw: bytes) -> tuple[Any, str | None]:
+    """(record, None) or (None, why the line is not JSON we accept)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return None, f"not valid UTF-8 (byte {error.start})"
+    try:
+        return loads(text), None
+    except JsonRefused as error:
+        return None, "not valid JSON" if error.status == 400 else str(error)
 
 
 def parse_lines(body: bytes, now: datetime | None = None
@@ -76,12 +93,8 @@ def parse_lines(body: bytes, now: datetime | None = None
         if len(raw) > MAX_LINE_BYTES:
             rejected.append(Rejected(number, f"line is over {MAX_LINE_BYTES} bytes"))
             continue
-        try:
-            record = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            rejected.append(Rejected(number, "not valid JSON"))
-            continue
-        problem = _check_fields(record, now)
+        record, problem = _parse_line(raw)
+        problem = problem or _check_fields(record, now)
         if problem:
             rejected.append(Rejected(number, problem))
             continue

@@ -1,0 +1,223 @@
+"""Reading request bodies at the HTTP edge, the one place every route reads them through.
+
+Order of checks: declared size (413 before reading), Content-Encoding (415 unknown, 400
+broken, 413 once inflated), media type (415), charset (415: UTF-8 only), then the body's
+own syntax: JSON (400; 422 past the depth and number bounds), forms and multipart (400),
+text (400 on invalid UTF-8). The server is built without aiohttp's automatic
+decompression (``auto_decompress=False``) so that a broken gzip body reaches this code
+instead of failing inside the protocol with a plain-text answer.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from email import policy
+from email.message import Message
+from email.parser import BytesParser
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import hdrs, web
+
+from services.errors import StreamWardenError
+from services.strict_json import JsonRefused, loads
+
+JSON_TYPES = ("application/json",)
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+LINES_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl",
+               "application/json")
+SDP_TYPES = ("application/sdp",)
+#: curl's ``-d`` sends this unless told otherwise (the README's examples do so).
+CURL_DEFAULT = "application/x-www-form-urlencoded"
+CHARSETS = frozenset({"utf-8", "utf8", "us-ascii"})
+#: Content-Encoding values this edge inflates itself ("" and identity: as sent).
+ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
+MAX_FORM_FIELDS = 100
+_READ_CHUNK = 64 * 1024
+
+
+class BodyError(StreamWardenError):
+    """A request body the edge refuses; ``status`` is the HTTP status to answer with.
+
+    ``close_connection``: the rest of the body is unread or unreadable, so the answer
+    closes the connection instead of keeping it alive for another request.
+    """
+
+    def __init__(self, message: str, status: int, *, close_connection: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.close_connection = close_connection or status == 413
+
+
+# --- pure checks ----------------------------------------------------------------------
+def check_length(declared: int | None, limit: int) -> None:
+    if declared is not None and declared > limit:
+        raise BodyError(f"body is larger than {limit} bytes", 413)
+
+
+def check_encoding(encoding: str) -> None:
+    if encoding.strip().lower() not in ENCODINGS:
+        raise BodyError(f"Content-Encoding {encoding!r} is not supported; send gzip, "
+                        "deflate or no encoding", 415)
+
+
+def check_media_type(declared: str | None, allowed: Sequence[str], *,
+                     required: bool = False) -> None:
+    """``declared`` is the lowercased type/subtype, or None when no Content-Type came."""
+    if (declared is None and not required) or declared in allowed:
+        return
+    if declared and declared.endswith("+json") and "application/json" in allowed:
+        return
+    sent = f"Content-Type {declared} is" if declared else "a body without Content-Type is"
+    raise BodyError(f"{sent} not accepted here; send {' or '.join(allowed)}", 415)
+
+
+def check_charset(charset: str | None) -> None:
+    if charset is not None and charset.strip().strip('"').lower() not in CHARSETS:
+        raise BodyError(f"charset {charset[:40]!r} is not accepted; bodies are UTF-8", 415)
+
+
+def inflate(raw: bytes, encoding: str, limit: int) -> bytes:
+    """Undo ``encoding`` (gzip or zlib deflate), refusing output over ``limit`` bytes."""
+    name = encoding.strip().lower()
+    if name in ("", "identity"):
+        return raw
+    wbits = 16 + zlib.MAX_WBITS if name in ("gzip", "x-gzip") else zlib.MAX_WBITS
+    inflater = zlib.decompressobj(wbits)
+    try:
+        body = inflater.decompress(raw, limit + 1)
+    except zlib.error as error:
+        raise BodyError(f"body is not valid {name} data: {error}", 400) from None
+    if len(body) > limit:
+        raise BodyError(f"body is larger than {limit} bytes once decompressed", 413)
+    if not inflater.eof or inflater.unused_data:
+        raise BodyError(f"body is not one complete {name} stream", 400)
+    return body
+
+
+def decode_utf8(raw: bytes, what: str = "body") -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BodyError(f"{what} is not valid UTF-8 (byte {error.start})", 400) from None
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return loads(decode_utf8(raw))
+    except JsonRefused as error:
+        raise BodyError(str(error), error.status) from None
+
+
+def parse_urlencoded(raw: bytes) -> dict[str, str]:
+    try:
+        pairs = parse_qsl(decode_utf8(raw), keep_blank_values=True, errors="strict",
+                          max_num_fields=MAX_FORM_FIELDS)
+    except UnicodeDecodeError:
+        raise BodyError("a form field is not valid UTF-8 once percent-decoded", 400) from None
+    except ValueError as error:  # too many fields
+        raise BodyError(f"form is not accepted: {error}", 400) from None
+    return _first_of_each(pairs)
+
+
+def parse_multipart(raw: bytes, content_type: str) -> dict[str, str]:
+    """Plain text fields of a multipart/form-data body; anything unusual is refused."""
+    if "boundary=" not in content_type.lower():
+        raise BodyError("multipart body has no boundary in its Content-Type", 400)
+    header = content_type.encode("latin-1", "replace")
+    message = BytesParser(policy=policy.HTTP).parsebytes(
+        b"Content-Type: " + header + b"\r\n\r\n" + raw)
+    if message.defects or not message.is_multipart():
+        raise BodyError(f"multipart body is malformed: {_defects(message)}", 400)
+    parts = message.get_payload()
+    if not isinstance(parts, list) or len(parts) > MAX_FORM_FIELDS:
+        raise BodyError(f"multipart body must hold 1 to {MAX_FORM_FIELDS} fields", 400)
+    return _first_of_each(_multipart_field(part) for part in parts)
+
+
+def _multipart_field(part: Message | str) -> tuple[str, str]:
+    if isinstance(part, str) or part.is_multipart() or part.defects:
+        raise BodyError("multipart field is malformed or nested", 400)
+    if part.get_content_disposition() != "form-data":
+        raise BodyError("multipart field lacks Content-Disposition: form-data", 400)
+    name = part.get_param("name", header="content-disposition")
+    if not isinstance(name, str) or not name:
+        raise BodyError("multipart field has no name", 400)
+    if part.get_filename() is not None:
+        raise BodyError(f"multipart field {name!r} is a file; only text fields are read", 400)
+    check_charset(part.get_content_charset())
+    value = part.get_payload(decode=True)
+    if not isinstance(value, bytes):
+        raise BodyError(f"multipart field {name!r} could not be decoded", 400)
+    return name, decode_utf8(value, f"field {name!r}")
+
+
+def _defects(message: Message) -> str:
+    return ", ".join(type(d).__name__ for d in message.defects) or "not multipart"
+
+
+def _first_of_each(pairs: Any) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        fields.setdefault(name, value)
+    return fields
+
+
+# --- reading from a request -----------------------------------------------------------
+def _limit(request: web.Request, limit: int | None) -> int:
+    return min(limit, request.client_max_size) if limit else request.client_max_size
+
+
+def _media_type(request: web.Request) -> str | None:
+    return request.content_type if hdrs.CONTENT_TYPE in request.headers else None
+
+
+async def read_bytes(request: web.Request, allowed: Sequence[str],
+                     limit: int | None = None, *, type_required: bool = False) -> bytes:
+    """The body, size-capped and inflated, after its type and charset are checked."""
+    cap = _limit(request, limit)
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "")
+    check_length(request.content_length, cap)
+    check_encoding(encoding)
+    check_media_type(_media_type(request), allowed, required=type_required)
+    check_charset(request.charset)
+    return inflate(await _read_capped(request, cap), encoding, cap)
+
+
+async def _read_capped(request: web.Request, cap: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while chunk := await request.content.read(_READ_CHUNK):
+            size += len(chunk)
+            if size > cap:
+                raise BodyError(f"body is larger than {cap} bytes", 413)
+            chunks.append(chunk)
+    except web.RequestPayloadError as error:  # e.g. broken chunked framing
+        raise BodyError(f"body could not be read: {error}", 400,
+                        close_connection=True) from None
+    return b"".join(chunks)
+
+
+async def read_json(request: web.Request) -> Any:
+    return parse_json(await read_bytes(request, (*JSON_TYPES, CURL_DEFAULT)))
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise BodyError("the body must be a JSON object", 422)
+    return body
+
+
+async def read_form(request: web.Request) -> dict[str, str]:
+    raw = await read_bytes(request, FORM_TYPES)
+    if _media_type(request) == "multipart/form-data":
+        return parse_multipart(raw, request.headers[hdrs.CONTENT_TYPE])
+    return parse_urlencoded(raw)
+
+
+async def read_text(request: web.Request, allowed: Sequence[str], limit: int) -> str:
+    """Text of one of the ``allowed`` types, which must be declared."""
+    return decode_utf8(await read_bytes(request, allowed, limit, type_required=True))

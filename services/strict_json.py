@@ -1,0 +1,73 @@
+"""JSON from untrusted text with bounds: nesting depth, number size, no NaN or Infinity.
+
+Python's own parser accepts ``NaN``, 4,300-digit integers and nesting up to the
+recursion limit; each of those later breaks something (Kafka consumers in other
+languages, ``int()`` limits, ``json.dumps`` output that is not JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, NoReturn
+
+MAX_DEPTH = 64
+#: Longest integer accepted, in digits (a signed 64-bit integer has 19).
+MAX_INTEGER_DIGITS = 40
+#: Longest number literal with a fraction or exponent, in characters.
+MAX_FLOAT_CHARS = 64
+
+
+class JsonRefused(ValueError):
+    """Text that is not JSON (400) or JSON outside the bounds above (422)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise JsonRefused(f"an integer has more than {MAX_INTEGER_DIGITS} digits", 422)
+    return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if len(text) > MAX_FLOAT_CHARS or not math.isfinite(value):
+        shown = text if len(text) <= 24 else f"{text[:24]}..."
+        raise JsonRefused(f"the number {shown} is out of range", 422)
+    return value
+
+
+def _constant(name: str) -> NoReturn:
+    raise JsonRefused(f"{name} is not a JSON value", 400)
+
+
+def depth_of(value: Any) -> int:
+    """Nesting depth of arrays and objects (a scalar is 0), without recursion."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            pending.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def loads(text: str) -> Any:
+    """Parse ``text``; raises JsonRefused naming what is wrong."""
+    try:
+        value = json.loads(text, parse_int=_integer, parse_float=_float,
+                           parse_constant=_constant)
+    except RecursionError:  # the C parser's own bound, far above ours
+        raise JsonRefused(f"JSON is nested deeper than {MAX_DEPTH} levels", 422) from None
+    except json.JSONDecodeError as error:
+        raise JsonRefused(f"body is not valid JSON: {error.msg} at line {error.lineno} "
+                          f"column {error.colno}", 400) from None
+    if depth_of(value) > MAX_DEPTH:
+        raise JsonRefused(f"JSON is nested deeper than {MAX_DEPTH} levels", 422)
+    return value
