@@ -247,6 +247,8 @@ class ApiSettings(BaseModel):
     edge_pull_url: str = "rtmp://127.0.0.1:1935/push"
     #: Pin WebRTC ICE host candidates to these addresses (containers, tests); empty = all.
     ice_host_addresses: tuple[str, ...] = ()
+    #: A WHIP session whose peer has not connected this long is closed and its id freed.
+    whip_connect_timeout_s: float = Field(15.0, gt=0, le=600)
 
     @field_validator("tokens")
     @classmethod

@@ -151,3 +151,16 @@ async def test_bad_settings_are_named(variables: dict[str, str], args: list[str]
                            timeout=30)
     assert result.returncode == 2
     _one_line_error(result.stderr, reason)
+
+
+@pytest.mark.parametrize(("start", "end", "reason"), [
+    ("1969-12-01", "1969-12-02", "--from 1969-12-01 is before 1970-01-01"),
+    ("0001-01-01T00:00:00+01:00", "2026-01-01", "--from 0001-01-01T00:00:00+01:00 is before"),
+    ("2026-01-01", "9999-12-31T23:59:59-01:00", "--to 9999-12-31T23:59:59-01:00 is after"),
+])
+async def test_compliance_report_out_of_range_is_one_line(
+        start: str, end: str, reason: str, stack_env: dict[str, str], tmp_path: Path) -> None:
+    result = await run_cli(["compliance", "report", "--from", start, "--to", end],
+                           child_env(stack_env, tmp_path), timeout=30)
+    assert result.returncode == 2
+    _one_line_error(result.stderr, reason)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 
@@ -98,10 +99,12 @@ async def post_logs(request: web.Request) -> web.Response:
     valid, rejected = parse_lines(await read_bytes(request, (*LINES_TYPES, CURL_DEFAULT)))
     if valid:
         await service.accept_logs(valid)
-    return web.json_response(
-        {"accepted": len(valid),
-         "rejected": [{"line": r.line, "reason": r.reason} for r in rejected]},
-        status=202 if valid else 400 if rejected else 202)
+    answer: dict[str, Any] = {
+        "accepted": len(valid),
+        "rejected": [{"line": r.line, "reason": r.reason} for r in rejected]}
+    if rejected and not valid:  # a failure: it carries the error body too
+        answer["error"] = f"every line was rejected ({len(rejected)}); see rejected"
+    return web.json_response(answer, status=400 if rejected and not valid else 202)
 
 
 @requires("platform", "admin")

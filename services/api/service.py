@@ -46,6 +46,8 @@ from services.stats import StreamStats
 log = logging.getLogger(__name__)
 
 
+#: How long DELETE of a WHIP session waits for its pipeline's last samples.
+WHIP_END_WAIT_S = 5.0
 #: What one process can do; a deployment runs them together (the default) or apart.
 ROLES = ("api", "ingest", "archive", "alerts", "console")
 
@@ -81,6 +83,8 @@ class Service:
     whip: dict[str, WhipSession] = field(default_factory=dict)
     #: WebRTC sessions end where they were answered: they stay out of the shared registry.
     whip_records: dict[str, StreamRecord] = field(default_factory=dict)
+    #: One per WHIP session until its peer connects: closes sessions that never do.
+    whip_reapers: set[asyncio.Task[None]] = field(default_factory=set)
     accepting: bool = True
 
     @classmethod
@@ -265,7 +269,24 @@ class Service:
 
         self.supervisor.watch_source(record, make_source, archive)
         self.whip[session.session_id] = session
+        reaper = asyncio.create_task(self._reap_unconnected(session),
+                                     name=f"whip-reaper:{session.session_id}")
+        self.whip_reapers.add(reaper)
+        reaper.add_done_callback(self.whip_reapers.discard)
         return session.session_id, answer
+
+    async def _reap_unconnected(self, session: WhipSession) -> None:
+        timeout_s = self.settings.api.whip_connect_timeout_s
+        if await session.connects_within(timeout_s) \
+                or self.whip.get(session.session_id) is not session:
+            return
+        log.warning("WHIP session %s of %s: the peer did not connect within %ss; closed",
+                    session.session_id, session.stream_id, timeout_s)
+        del self.whip[session.session_id]
+        await self._close_whip(session)
+        if self.whip_records.get(session.stream_id) is not None:  # the id is free again
+            self.supervisor.forget(session.stream_id)
+            del self.whip_records[session.stream_id]
 
     def _replace_finished_whip(self, stream_id: str) -> None:
         watch = self.supervisor.watches.get(stream_id)
@@ -279,10 +300,16 @@ class Service:
         if session is None or session.stream_id != stream_id:
             raise RegistryError(f"no WHIP session {session_id} for stream {stream_id}", 404)
         del self.whip[session_id]
+        await self._close_whip(session)
+
+    async def _close_whip(self, session: WhipSession) -> None:
+        """Close the peer and stop its pipeline; wait a bounded time for it to finish
+        (a track that never received anything never ends by itself)."""
         await session.close()
-        watch = self.supervisor.watches.get(stream_id)
+        watch = self.supervisor.watches.get(session.stream_id)
         if watch is not None and watch.task is not None:
-            await watch.task  # the track ended: the pipeline finishes and says "ended"
+            watch.pipeline.stop()
+            await asyncio.wait({watch.task}, timeout=WHIP_END_WAIT_S)
 
     # --- moderator actions --------------------------------------------------------
     async def take_action(self, body: Any, moderator: str) -> dict[str, Any]:
@@ -368,6 +395,8 @@ class Service:
     async def shutdown(self) -> None:
         """Stop accepting, stop this worker's streams, then leave the group."""
         self.accepting = False
+        for reaper in list(self.whip_reapers):
+            reaper.cancel()
         for session in list(self.whip.values()):
             await session.close()
         self.whip.clear()
