@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlencode
 
@@ -229,6 +230,25 @@ async def test_fuzzed_bodies_never_answer_5xx(route: Route, registered: None, cl
                                               data: st.DataObject) -> None:
     body, headers = data.draw(_requests(route))
     status, answer, content_type = await client.to(route, body, headers)
+    _assert_clean(route, status, answer, content_type)
+
+
+_offsets = st.timedeltas(min_value=-timedelta(hours=23, minutes=59),
+                        max_value=timedelta(hours=23, minutes=59)).map(timezone)
+_times = (st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                       timezones=_offsets).map(datetime.isoformat) | st.text(max_size=30))
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None,
+          phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(start=_times, end=_times, page_size=st.sampled_from(["", "1", "0", "x", "9" * 50]))
+async def test_fuzzed_evidence_queries_never_answer_5xx(client: Client, start: str, end: str,
+                                                        page_size: str) -> None:
+    query = {"case": "CASE-1", "from": start, "to": end, "stream_id": "s",
+             **({"page_size": page_size} if page_size else {})}
+    route = f"/v1/evidence?{urlencode(query)}"
+    status, answer, content_type = await client.send("GET", client.url(route), "investigator")
     _assert_clean(route, status, answer, content_type)
 
 
