@@ -5,6 +5,7 @@ session at most; a packet the remux refuses is dropped and counted, never a reco
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 import time
 from fractions import Fraction
@@ -292,3 +293,34 @@ async def test_damaged_files_through_streamwarden_run(
     print("\n".join(outcomes))
     assert not failures, "\n".join(failures)
     assert any(": 1 session, " in outcome for outcome in outcomes)  # what was read is archived
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+async def test_damage_inside_a_live_push_is_skipped_and_counted(
+    clean_media: dict[str, Path], settings_env: dict[str, str], tmp_path: Path,
+) -> None:
+    """A bit-flipped recording pushed live over RTMP: the damaged packets are skipped
+    and counted by the reader, the stream is never reconnected."""
+    stream_id = unique("live-damaged")
+    longer = make_video(tmp_path / "long.ts", seconds=10, size="320x180", gop=30,
+                        extra=["-f", "mpegts"])
+    damaged = write_mutant(longer, "bitflip-dense", tmp_path)
+    url = f"{settings_env['STREAMWARDEN_RTMP_URL']}/{stream_id}"
+    publisher = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+        ["ffmpeg", "-hide_banner", "-loglevel", "quiet", "-re", "-fflags", "+discardcorrupt",
+         "-i", str(damaged), "-c", "copy", "-f", "flv", url], stdin=subprocess.DEVNULL)
+    try:
+        result = await run_cli(["run", "--source", url, "--stream-id", stream_id,
+                                "--interval", "0.5"], child_env(settings_env, tmp_path),
+                               timeout=90)
+    finally:
+        publisher.kill()
+        publisher.wait()
+    _one_line_error_at_most(result.stderr)
+    assert result.returncode == 0, result.stderr
+    summary = result.summary
+    assert summary["ended"] == "publisher stopped publishing"
+    assert summary["reconnects"] == 0, summary["last_error"]
+    assert summary["classified"] > 0
+    assert summary["corrupt_packets"] + summary["remux_refused_packets"] > 0, summary

@@ -36,10 +36,19 @@ _LIVE_SCHEMES = {"rtmp", "rtmps", "rtsp", "srt"}
 _CALLBACK_TIMEOUT_SCHEMES = {"http", "https"}
 # Small probe: without these PyAV spends ~5 s analysing an RTMP stream before
 # the first packet (measured on nginx-rtmp); the FLV header already names the codec.
-_LOW_LATENCY = {"fflags": "nobuffer", "flags": "low_delay",
-                "probesize": "32768", "analyzeduration": "0"}
+# No "nobuffer": it throws away the probed packets, and with the edge's wait_key that
+# is the first keyframe, so the first sample waited a whole GOP longer.
+_LOW_LATENCY = {"flags": "low_delay", "probesize": "32768", "analyzeduration": "0"}
+# FLV sends the codecs' sequence headers first: 4 KiB holds them, where 32 KiB of a
+# low-bitrate stream took 2 s to arrive (open to first keyframe: 2.3-3.0 s -> 0.7-0.9 s,
+# 160x90 at 1 s GOP through nginx-rtmp).
+_RTMP_PROBE_BYTES = "4096"
 #: Demux errors in a row after which the input counts as unreadable, not damaged.
 MAX_DEMUX_ERRORS_IN_A_ROW = 64
+#: What FFmpeg reports for damaged data in one packet (I/O errors and timeouts are
+#: not among them: those end the connection).
+DAMAGED_DATA = (av.error.InvalidDataError, av.error.PatchWelcomeError,
+                av.error.UndefinedError, av.error.UnknownError, av.error.BufferTooSmallError)
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,8 @@ class RawSample:
 def open_options(url: str, read_timeout_s: float) -> dict[str, str]:
     scheme = urlsplit(url).scheme.lower()
     options = dict(_LOW_LATENCY) if scheme in _LIVE_SCHEMES else {}
+    if scheme in ("rtmp", "rtmps"):
+        options["probesize"] = _RTMP_PROBE_BYTES
     if scheme == "rtsp":
         options["rtsp_transport"] = "tcp"
     if not is_local_path(url):
@@ -211,7 +222,7 @@ class FrameReader:
                     errors_in_a_row = 0
                     yield packet
                 return
-            except av.error.InvalidDataError:
+            except DAMAGED_DATA:
                 errors_in_a_row += 1
                 self.stats.corrupt_packets += 1
                 if errors_in_a_row >= MAX_DEMUX_ERRORS_IN_A_ROW:
@@ -229,7 +240,7 @@ class FrameReader:
         self.stats.decoded_packets += 1
         try:
             frames = self._decode(packet, context)
-        except (av.error.InvalidDataError, av.error.UndefinedError, ValueError):
+        except (*DAMAGED_DATA, ValueError):
             self.stats.corrupt_packets += 1  # skipped, never fatal
             return
         self._take(frames, time_base)
