@@ -293,6 +293,10 @@ async def _rejected(store: ObjectStore, prefix: str) -> list[dict[str, Any]]:
     return [json.loads(await store.get(key)) for key in sorted(await store.list_keys(prefix))]
 
 
+async def _has_rejected(store: ObjectStore, prefix: str, count: int) -> bool:
+    return len(await store.list_keys(prefix)) >= count
+
+
 async def _produce(producer: AIOKafkaProducer, topic: str, values: list[bytes]) -> None:
     for value in values:
         await producer.send(topic, value)
@@ -304,9 +308,11 @@ async def _produce(producer: AIOKafkaProducer, topic: str, values: list[bytes]) 
 async def test_poison_lines_on_the_topic_are_quarantined_and_archiving_goes_on(
     settings_env: dict[str, str], tmp_path: Path,
 ) -> None:
-    provider, topic = unique("prov"), unique("userlogs")
+    provider, topic, access = unique("prov"), unique("userlogs"), unique("accesslog")
     env = {**settings_env, "STREAMWARDEN_LOGS__TOPIC": topic,
            "STREAMWARDEN_LOGS__GROUP_ID": unique("archiver"),
+           "STREAMWARDEN_LOGS__ACCESS_TOPIC": access,
+           "STREAMWARDEN_LOGS__ACCESS_GROUP_ID": unique("access-archiver"),
            "STREAMWARDEN_LOGS__BATCH_SECONDS": "1"}
     state = tmp_path / "svc"
     service = await asyncio.to_thread(start_service, env, state)
@@ -320,6 +326,7 @@ async def test_poison_lines_on_the_topic_are_quarantined_and_archiving_goes_on(
             *(json.dumps(_valid(n, provider)).encode() for n in range(5)),
             *POISON_VALUES.values(),
             *(json.dumps(_valid(n, provider)).encode() for n in range(5, 10))])
+        await _produce(producer, access, [POISON_VALUES["year zero"]])  # the access log too
         # Through HTTP too: refused at intake or quarantined later, never a dead archiver.
         status, answer, _ = await request(
             "POST", f"{service.base_url}/v1/logs", headers=service.headers("platform"),
@@ -333,6 +340,9 @@ async def test_poison_lines_on_the_topic_are_quarantined_and_archiving_goes_on(
                 and len(await store.list_keys(rejected_at)) >= poison
 
         await _until(all_archived, "the valid lines and the rejected records")
+        await _until(lambda: _has_rejected(store, f"logs/rejected/access/{access}/", 1),
+                     "the access log's rejected record")
+        assert await _metric(service, "streamwarden_poison_records_total", topic=access) == 1
         rejected = await _rejected(store, rejected_at)
         assert len(rejected) == poison
         assert {r.get("value") for r in rejected} >= {
@@ -346,8 +356,9 @@ async def test_poison_lines_on_the_topic_are_quarantined_and_archiving_goes_on(
         assert status == 200 and ready["status"] == "ready" and ready["tasks"] == [], ready
         events = await wait_for_messages(
             service.bootstrap, service.events_topic,
-            lambda seen: len([e for e in seen if e["type"] == "poison_record"]) >= poison)
-        reported = [e for e in events if e["type"] == "poison_record"]
+            lambda seen: len([e for e in seen if e["type"] == "poison_record"]) > poison)
+        reported = [e for e in events if e["type"] == "poison_record"
+                    and e["detail"]["topic"] == topic]
         assert sorted(e["detail"]["offset"] for e in reported) == \
             sorted(r["offset"] for r in rejected)  # once each
         assert all(e["stream_id"] == incidents.SUBJECT for e in reported)
