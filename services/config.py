@@ -286,8 +286,13 @@ class IngestSettings(BaseModel):
     #: Ingest workers form this consumer group on the streams topic.
     group_id: str = "streamwarden-ingest"
     #: A worker silent this long is declared dead and its streams move (Kafka
-    #: session timeout; heartbeats every third of it).
-    session_timeout_ms: int = Field(10_000, ge=3000, le=300_000)
+    #: session timeout; heartbeats every twentieth of it, at most every 0.5 s).
+    #: 6 s is Apache Kafka's smallest by default (group.min.session.timeout.ms).
+    session_timeout_ms: int = Field(6_000, ge=3000, le=300_000)
+    #: How long a rebalance waits for the workers to rejoin. They do within a heartbeat
+    #: (a twentieth of the session timeout, at most 0.5 s); one that misses it drops
+    #: out and rejoins, moving its streams. Part of every failover's time.
+    rebalance_timeout_ms: int = Field(2_000, ge=1000, le=300_000)
     #: How often a worker reports each stream's status.
     status_interval_s: float = Field(5.0, gt=0, le=300)
     #: Name of this worker in statuses and events; default host name and pid.

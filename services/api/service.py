@@ -393,7 +393,7 @@ class Service:
             raise RegistryError("the service is shutting down", 503)
 
     async def shutdown(self) -> None:
-        """Stop accepting, stop this worker's streams, then leave the group."""
+        """Stop accepting, leave the group, then stop this worker's streams."""
         self.accepting = False
         for reaper in list(self.whip_reapers):
             reaper.cancel()
@@ -401,7 +401,9 @@ class Service:
             await session.close()
         self.whip.clear()
         if self.worker is not None:
-            await self.worker.pause()  # no new streams start while the others stop
+            # Leave the group first: the others take these streams at once, instead of
+            # after the session timeout, and no stream starts here while the rest stop.
+            await self.worker.stop()
         await self.supervisor.stop_all(self.settings.ingest.shutdown_timeout_s / 2)
         for part in (self.worker, self.reporter, self.directory, *self.archivers, self.chat,
                      self.alerts, self.feed, self.action_hooks):

@@ -17,6 +17,7 @@ from services.assign.records import decode_record, encode_record
 from services.background import BackgroundTask
 from services.config import IngestSettings, KafkaSettings
 from services.errors import BrokerUnavailable
+from services.incidents import describe, quarantine_record
 from services.ingest.registry import RegistryError, StreamRecord
 from services.providers.model import Provider, provider_from_json, provider_to_json
 
@@ -106,7 +107,11 @@ class StreamDirectory:
     def _apply(self, topic: str, message: ConsumerRecord[bytes, bytes]) -> None:
         if message.key is None:
             return
-        key = message.key.decode()
+        try:
+            key = message.key.decode()
+        except UnicodeDecodeError as error:  # another producer's: not one of our ids
+            quarantine_record("stream-directory", message, describe(error))
+            return
         if topic == self.ingest.revoked_topic:
             self.revoked.add(key)  # revocations are never undone
             return
@@ -124,15 +129,14 @@ class StreamDirectory:
         try:
             target[key] = (decode_record(message.value) if topic == self.ingest.streams_topic
                            else json.loads(message.value))
-        except (ValueError, TypeError) as error:
-            log.error("stream directory: skipping a bad message at %s/%d: %s", topic,
-                      message.offset, error)
+        except (ValueError, TypeError, RecursionError) as error:
+            quarantine_record("stream-directory", message, describe(error))
 
     def _apply_provider(self, key: str, message: ConsumerRecord[bytes, bytes]) -> None:
         try:
             self.providers[key] = provider_from_json(json.loads(message.value or b""))
-        except (ValueError, TypeError, KeyError) as error:
-            log.error("stream directory: skipping a bad provider record %s: %s", key, error)
+        except (ValueError, TypeError, KeyError, RecursionError) as error:
+            quarantine_record("stream-directory", message, describe(error))
 
     # --- writes ---------------------------------------------------------------------
     async def put_provider(self, provider: Provider) -> None:

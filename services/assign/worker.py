@@ -1,12 +1,18 @@
 """An ingest worker: a member of the consumer group on the streams topic, watching the
 streams of the partitions the group assigns it.
 
-Offsets are never committed: on every assignment the worker reads its partitions from
-the beginning (the topic is compacted, so that is one record per live stream), holds
-back until it has caught up to where the partitions ended, then starts exactly the
-streams that are still registered, and follows changes from there. Revoked partitions'
-streams are stopped before the rebalance completes, so a stream is watched by two
-workers at once for at most one rebalance.
+Offsets are never committed: when a partition is assigned, the worker reads it from the
+beginning (the topic is compacted, so that is one record per live stream), holds back
+until it has caught up to where the partition ended, then starts exactly the streams
+that are still registered, and follows changes from there.
+
+Assignment is sticky and a rebalance moves only what changes hands. aiokafka's (eager)
+rebalance revokes every partition before the new assignment is known; the worker keeps
+the revoked partitions' streams running until it is, then stops only the streams of
+partitions that really left it and goes on reading the ones it kept from where it was.
+A worker that cannot rejoin within the session and rebalance timeouts stops them anyway
+(the group has given them to others by then), so a stream is watched twice for at most
+that long.
 """
 
 from __future__ import annotations
@@ -15,13 +21,16 @@ import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from aiokafka.errors import KafkaError
 
 from services.assign.records import decode_record
 from services.background import BackgroundTask
 from services.config import IngestSettings, KafkaSettings
-from services.errors import BrokerUnavailable
+from services.errors import BrokerUnavailable, InvalidStreamId
 from services.events import Lifecycle
+from services.ids import validate_id
+from services.incidents import describe, quarantine_record
 from services.ingest.registry import StreamRecord
 from services.ingest.supervisor import StreamSupervisor
 from services.kafka import ConsumerLag, start_consumer
@@ -39,9 +48,22 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.lag = ConsumerLag(ingest.group_id)
         self.desired: dict[TopicPartition, dict[str, StreamRecord]] = {}
         self._catching_up: dict[TopicPartition, int] = {}
+        #: The next offset to read of each owned partition (to go on after a rebalance).
+        self._next_offset: dict[TopicPartition, int] = {}
+        #: Revoked, streams still running, until the new assignment says where they go.
+        self._handing_over: set[TopicPartition] = set()
+        self._handover_expiry: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # rebalance callbacks and the fetch loop take turns
         self._consumer: AIOKafkaConsumer | None = None
         self._loop = BackgroundTask(self._run, "assignment-worker")
+
+    @property
+    def _heartbeat_ms(self) -> int:
+        return max(min(self.ingest.session_timeout_ms // 20, 500), 200)
+
+    @property
+    def _rebalance_ms(self) -> int:
+        return self.ingest.rebalance_timeout_ms
 
     @property
     def partitions(self) -> list[int]:
@@ -54,7 +76,15 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             bootstrap_servers=self.kafka.bootstrap_servers, group_id=self.ingest.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=self.ingest.session_timeout_ms,
-            heartbeat_interval_ms=self.ingest.session_timeout_ms // 3,
+            # Frequent heartbeats: survivors hear of a rebalance (a dead member) sooner.
+            heartbeat_interval_ms=self._heartbeat_ms,
+            # How long the broker holds a rebalance open for members to rejoin (Tansu
+            # holds it that long every time). Members rejoin within a heartbeat, since
+            # revocation stops nothing, so a short hold is most of a failover's speed.
+            rebalance_timeout_ms=self._rebalance_ms,
+            # Sticky alone: offering a second protocol made Tansu hold every rebalance
+            # for the session timeout instead of the rebalance timeout.
+            partition_assignment_strategy=(sticky_assignor(self.worker_id),),
             client_id=f"{self.kafka.client_id}-{self.worker_id}")
         self._consumer.subscribe([self.ingest.streams_topic], listener=self)
         try:  # set before start: the rebalance callbacks use it
@@ -64,13 +94,11 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             raise
         self._loop.start()
 
-    async def pause(self) -> None:
-        """Stop following the topic (shutdown: no stream starts while the others stop)."""
-        await self._loop.stop()
-
     async def stop(self) -> None:
-        """Leave the group: the other workers take this one's partitions at once."""
+        """Leave the group: the other workers take this one's partitions at once, so on
+        shutdown this comes before the streams stop."""
         await self._loop.stop()
+        self._cancel_handover_expiry()
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -78,26 +106,70 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     # --- rebalance callbacks --------------------------------------------------------
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         async with self._lock:
-            for tp in revoked:
-                for stream_id in self.desired.pop(tp, {}):
-                    await self._unwatch(stream_id)
-                self._catching_up.pop(tp, None)
-        if revoked:
-            log.info("worker %s gave up partitions %s", self.worker_id,
-                     sorted(tp.partition for tp in revoked))
+            self._handing_over |= set(revoked) & set(self.desired)
+            if self._handing_over and self._handover_expiry is None:
+                self._handover_expiry = asyncio.create_task(
+                    self._expire_handover(), name=f"handover-expiry:{self.worker_id}")
+        log.info("worker %s: rebalance; streams keep running until the new assignment",
+                 self.worker_id)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         consumer = self._consumer
-        if not assigned or consumer is None:
+        if consumer is None:
             return
         async with self._lock:
-            await consumer.seek_to_beginning(*assigned)
-            ends = await consumer.end_offsets(list(assigned))
-            for tp in assigned:
-                self.desired[tp] = {}
-                if ends[tp] > 0:
-                    self._catching_up[tp] = ends[tp]
-        log.info("worker %s took partitions %s", self.worker_id, self.partitions)
+            self._cancel_handover_expiry()
+            kept = self._handing_over & set(assigned)
+            await self._release(self._handing_over - kept)
+            self._handing_over.clear()
+            for tp in kept:  # go on from where this worker was: its streams keep running
+                consumer.seek(tp, self._next_offset.get(tp, 0))
+            await self._catch_up_with([tp for tp in assigned if tp not in kept])
+        log.info("worker %s holds partitions %s (kept %d)", self.worker_id, self.partitions,
+                 len(kept))
+
+    async def _catch_up_with(self, taken: list[TopicPartition]) -> None:
+        """Partitions new to this worker: read from the start, start streams once caught up."""
+        consumer = self._consumer
+        if not taken or consumer is None:
+            return
+        await consumer.seek_to_beginning(*taken)
+        ends = await consumer.end_offsets(taken)
+        for tp in taken:
+            self.desired[tp] = {}
+            self._next_offset[tp] = 0
+            if ends[tp] > 0:
+                self._catching_up[tp] = ends[tp]
+
+    async def _release(self, gone: set[TopicPartition]) -> None:
+        """Stop the streams of partitions that now belong to another worker."""
+        for tp in gone:
+            for stream_id in self.desired.pop(tp, {}):
+                await self._unwatch(stream_id)
+            self._catching_up.pop(tp, None)
+            self._next_offset.pop(tp, None)
+        if gone:
+            log.info("worker %s gave up partitions %s", self.worker_id,
+                     sorted(tp.partition for tp in gone))
+
+    async def _expire_handover(self) -> None:
+        """No new assignment within the session timeout: this worker is out of the group
+        and its partitions are someone else's; stop watching them."""
+        # Twice the session timeout: past any broker's hold of a rebalance (Tansu holds
+        # each for half the session timeout) and any slow rejoin.
+        wait_s = 2 * self.ingest.session_timeout_ms / 1000
+        await asyncio.sleep(wait_s)
+        async with self._lock:
+            self._handover_expiry = None
+            log.warning("worker %s: no assignment %.0f s after a revocation; stopping "
+                        "the revoked partitions' streams", self.worker_id, wait_s)
+            await self._release(self._handing_over)
+            self._handing_over.clear()
+
+    def _cancel_handover_expiry(self) -> None:
+        expiry, self._handover_expiry = self._handover_expiry, None
+        if expiry is not None and expiry is not asyncio.current_task():
+            expiry.cancel()
 
     # --- fetch loop -------------------------------------------------------------------
     async def _run(self) -> None:
@@ -118,10 +190,17 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             await self.lag.update(consumer)
 
     async def _apply(self, tp: TopicPartition, message: ConsumerRecord[bytes, bytes]) -> None:
-        if tp not in self.desired or message.key is None:
-            return  # revoked meanwhile, or not ours to read
-        stream_id = message.key.decode()
-        record = _decode(message)
+        if tp not in self.desired or tp in self._handing_over:
+            return  # revoked meanwhile: whoever holds it next reads it
+        self._next_offset[tp] = message.offset + 1
+        if message.key is None:
+            return  # not ours to read
+        try:
+            stream_id = validate_id(message.key.decode())
+        except (UnicodeDecodeError, InvalidStreamId) as error:
+            quarantine_record("assignment-worker", message, describe(error))
+            return
+        record = _decode(message, stream_id)
         if record is None:
             self.desired[tp].pop(stream_id, None)
         else:
@@ -161,14 +240,26 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.supervisor.forget(stream_id)
 
 
-def _decode(message: ConsumerRecord[bytes, bytes]) -> StreamRecord | None:
-    """The record, or None for a removal (tombstone), a WHIP stream or a bad message."""
+def sticky_assignor(worker_id: str) -> type[StickyPartitionAssignor]:
+    """aiokafka's sticky assignor keeps the member's last assignment in class attributes:
+    one class per worker, so several workers in one process keep their own."""
+    name = f"StickyAssignor_{worker_id.replace('-', '_').replace('.', '_')}"
+    return type(name, (StickyPartitionAssignor,),
+                {"member_assignment": None,
+                 "generation": StickyPartitionAssignor.DEFAULT_GENERATION_ID,
+                 "_latest_partition_movements": None})
+
+
+def _decode(message: ConsumerRecord[bytes, bytes], stream_id: str) -> StreamRecord | None:
+    """The record, or None for a removal (tombstone), a WHIP stream or a bad message
+    (quarantined: the stream is treated as removed, the worker goes on)."""
     if message.value is None:
         return None
     try:
         record = decode_record(message.value)
-    except (ValueError, TypeError) as error:
-        log.error("streams topic: skipping a bad record at offset %d: %s", message.offset,
-                  error)
+        if record.stream_id != stream_id:
+            raise ValueError(f"record of {record.stream_id!r} under key {stream_id!r}")
+    except ValueError as error:
+        quarantine_record("assignment-worker", message, describe(error))
         return None
     return None if record.origin == "whip" else record
