@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -147,3 +148,52 @@ async def until_placed(workers: list[RunningService], streams: set[str],
             if set(counts) == streams and set(counts.values()) == {1}:
                 return time.monotonic() - started
             await asyncio.sleep(0.25)
+
+
+class TopicCollector:
+    """Reads a topic from the start in the background for the length of a test, so a
+    test can wait on a condition of everything seen so far without re-reading."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self._consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                          group_id=unique("collector"),
+                                          auto_offset_reset="earliest",
+                                          enable_auto_commit=False)
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> TopicCollector:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._follow())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+    async def _follow(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                self.messages.extend(json.loads(r.value) for r in records)
+            if batch:
+                self._arrived.set()
+
+    async def wait(self, done: Callable[[list[dict[str, Any]]], bool], what: str,
+                   timeout: float = 60) -> list[dict[str, Any]]:  # noqa: ASYNC109
+        """Wait until ``done(messages seen so far)`` holds."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    self._arrived.clear()  # before the check: a later batch sets it again
+                    if done(self.messages):
+                        break
+                    await self._arrived.wait()
+        except TimeoutError:
+            raise AssertionError(f"{what}: not seen in {timeout:.0f} s; "
+                                 f"last {self.messages[-5:]}") from None
+        return self.messages
