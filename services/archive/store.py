@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
-from minio.commonconfig import COMPLIANCE
+from minio.commonconfig import COMPLIANCE, CopySource
 from minio.error import MinioException, S3Error, ServerError
 from minio.retention import Retention
 
@@ -72,6 +72,16 @@ def _translate(error: Exception, what: str) -> StreamWardenError:
 
 _S3_ERRORS = (MinioException, urllib3.exceptions.HTTPError, OSError)
 
+# "This object has no retention" / "was never held": AWS and MinIO answer
+# NoSuchObjectLockConfiguration (which minio-py already reads as none); SeaweedFS
+# answers with these codes instead.
+_NO_RETENTION = {"NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError"}
+_NEVER_HELD = {"NoSuchObjectLockConfiguration", "NoSuchObjectLegalHold"}
+
+
+def _sha256_header(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
 
 class ObjectStore:
     """The bucket that holds snapshots, segments and logs under Object Lock."""
@@ -106,7 +116,7 @@ class ObjectStore:
         # Object Lock needs an integrity header on every upload; minio-py adds
         # Content-MD5 only over TLS, so send a SHA-256 checksum ourselves (plain-HTTP
         # endpoints such as an in-cluster MinIO refuse the upload otherwise).
-        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        checksum = _sha256_header(data)
         headers = {**(metadata or {}), "x-amz-checksum-sha256": checksum,
                    "x-amz-sdk-checksum-algorithm": "SHA256"}
         try:
@@ -147,12 +157,79 @@ class ObjectStore:
         except _S3_ERRORS as error:
             raise _translate(error, f"legal hold on {key}") from None
 
-    async def legal_hold(self, key: str) -> bool:
+    async def legal_hold(self, key: str, version_id: str | None = None) -> bool:
         try:
             return bool(await asyncio.to_thread(self._client.is_object_legal_hold_enabled,
-                                                self.bucket, key))
+                                                self.bucket, key, version_id))
+        except S3Error as error:
+            if error.code in _NEVER_HELD:
+                return False
+            raise _translate(error, f"legal hold of {key}") from None
         except _S3_ERRORS as error:
             raise _translate(error, f"legal hold of {key}") from None
+
+    async def retention_of(self, key: str, version_id: str | None = None) -> Retention | None:
+        """The version's retention, or None when it has none."""
+        try:
+            found: Retention | None = await asyncio.to_thread(
+                self._client.get_object_retention, self.bucket, key, version_id)
+        except S3Error as error:
+            if error.code in _NO_RETENTION:
+                return None
+            raise _translate(error, f"retention of {key}") from None
+        except _S3_ERRORS as error:
+            raise _translate(error, f"retention of {key}") from None
+        return found
+
+    async def copy(self, source: str, key: str) -> StoredObject:
+        """Server-side copy that keeps the source's protection on the new version.
+
+        The lock headers of a copy are not honoured everywhere (SeaweedFS ignores
+        them and the bucket default, leaving the copy unprotected), so retention and
+        legal hold are set on the new version afterwards and read back."""
+        retention = await self.retention_of(source)
+        if retention is None and self.settings.object_lock:
+            retention = self.retention()
+        held = await self.legal_hold(source)
+        try:
+            result = await asyncio.to_thread(
+                self._client.copy_object, self.bucket, key, CopySource(self.bucket, source),
+                retention=retention, legal_hold=held)
+        except _S3_ERRORS as error:
+            raise _translate(error, f"copy of {source} to {key}") from None
+        copied = StoredObject(key, result.version_id)
+        await self._protect(copied, retention, held)
+        return copied
+
+    async def _protect(self, stored: StoredObject, retention: Retention | None,
+                       held: bool) -> None:
+        """Apply retention and hold to exactly this version, then check they took."""
+        calls: list[tuple[Any, ...]] = []
+        if retention is not None:
+            calls.append((self._client.set_object_retention, self.bucket, stored.key,
+                          retention, stored.version_id))
+        if held:
+            calls.append((self._client.enable_object_legal_hold, self.bucket, stored.key,
+                          stored.version_id))
+        try:
+            for call, *args in calls:
+                await asyncio.to_thread(call, *args)
+        except _S3_ERRORS as error:
+            raise _translate(error, f"protecting {stored.key}") from None
+        await self._check_protected(stored, retention, held)
+
+    async def _check_protected(self, stored: StoredObject, retention: Retention | None,
+                               held: bool) -> None:
+        applied = await self.retention_of(stored.key, stored.version_id)
+        if retention is not None and (
+                applied is None or applied.mode != retention.mode
+                or applied.retain_until_date is None
+                or applied.retain_until_date < retention.retain_until_date):
+            raise StreamWardenError(f"{stored.key}: retention not applied to the copy",
+                                    retriable=False)
+        if held and not await self.legal_hold(stored.key, stored.version_id):
+            raise StreamWardenError(f"{stored.key}: legal hold not applied to the copy",
+                                    retriable=False)
 
     def presign(self, key: str, expires_s: int) -> str:
         """A GET URL that works without credentials until it expires (signed locally)."""
@@ -202,7 +279,7 @@ class ObjectStore:
 
     async def put_unlocked(self, key: str, data: bytes) -> None:
         """Overwrite without retention: only possible on a bucket without Object Lock."""
-        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        checksum = _sha256_header(data)
         try:
             await asyncio.to_thread(self._client.put_object, self.bucket, key, io.BytesIO(data),
                                     len(data), metadata={"x-amz-checksum-sha256": checksum})
