@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
+import uuid
 
 import pytest
 
 from services.archive.store import ObjectStore
 from services.config import S3Settings, load_settings
-from services.devstack.stack import free_port, tcp_answers, wait_until
+from services.devstack.stack import Stack
 from services.errors import StreamWardenError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 
 @pytest.fixture
-def plain_s3(tmp_path: Path) -> Iterator[str]:
-    """A moto server without TLS: minio-py then sends no Content-MD5 by itself."""
-    port = free_port()
-    moto = Path(sys.executable).with_name("moto_server")
-    process = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: tcp_answers(port), "plain moto", process.pid)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.kill()
-        process.wait()
+def plain_s3(stack: Stack) -> str:
+    """The S3 server's plain-HTTP port: minio-py then sends no Content-MD5 by itself."""
+    return f"http://127.0.0.1:{stack.load()['s3']['http_port']}"
 
 
 @pytest.mark.parametrize("tls", [True, False])
@@ -49,3 +37,34 @@ async def test_locked_uploads_carry_retention_and_refuse_deletion(
     with pytest.raises(StreamWardenError, match=r"AccessDenied|locked|retention|WORM"):
         await store.delete_version("t/locked.jpg", stored.version_id)
     assert await store.get("t/locked.jpg") == b"\xff\xd8 evidence"
+
+
+async def test_copy_keeps_retention_and_hold_on_the_new_version(
+        settings_env: dict[str, str]) -> None:
+    """SeaweedFS ignores a copy's lock headers: the store sets them on the copy itself."""
+    store = ObjectStore(load_settings().s3)
+    await store.ensure_bucket()
+    source, target = f"t/{uuid.uuid4().hex}/source.ts", f"t/{uuid.uuid4().hex}/copy.ts"
+    await store.put(source, b"segment", "video/mp2t", retention_days=3)
+    await store.set_legal_hold(source, True)
+    copied = await store.copy(source, target)
+    original, retained = await store.retention_of(source), await store.retention_of(target)
+    assert original is not None and retained is not None
+    assert retained.mode == "COMPLIANCE"
+    assert retained.retain_until_date == original.retain_until_date
+    assert await store.legal_hold(target)
+    assert copied.version_id
+    with pytest.raises(StreamWardenError, match=r"AccessDenied|locked|retention|WORM"):
+        await store.delete_version(target, copied.version_id)
+    await store.set_legal_hold(source, False)
+    await store.set_legal_hold(target, False)
+
+
+async def test_unlocked_and_unheld_objects_read_as_none(settings_env: dict[str, str]) -> None:
+    """The two lock queries read "none" whichever error code the server uses for it."""
+    store = ObjectStore(load_settings().s3)
+    await store.ensure_bucket()
+    key = f"t/{uuid.uuid4().hex}/free.txt"
+    await store.put_unlocked(key, b"no retention asked for")
+    assert await store.retention_of(key) is None
+    assert not await store.legal_hold(key)

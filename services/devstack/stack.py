@@ -12,7 +12,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
+from services.devstack import seaweedfs
 from services.devstack.tls import write_local_tls
 
 ACCESS_KEY = "streamwarden"
@@ -136,17 +136,38 @@ class Stack:
         wait_until(lambda: tcp_answers(port), f"Kafka broker on port {port}", pid)
         return {"pid": pid, "port": port}
 
+    @property
+    def s3_layout(self) -> seaweedfs.Layout:
+        """Kept across down/up, like a real store's disks."""
+        return seaweedfs.Layout(self.root / "seaweedfs")
+
     def _start_s3(self) -> dict[str, int]:
-        ca, cert, key = write_local_tls(self.root / "tls")
-        port = free_port()
-        venv_moto = Path(sys.executable).with_name("moto_server")
-        moto = str(venv_moto) if venv_moto.exists() else shutil.which("moto_server")
-        moto = moto or "moto_server"
-        pid = self._spawn("s3", [moto, "-H", "127.0.0.1", "-p", str(port),
-                                 "-c", str(cert), "-k", str(key)])
-        wait_until(lambda: https_answers(f"https://127.0.0.1:{port}/moto-api/", ca),
-                   f"S3 server on port {port}", pid)
-        return {"pid": pid, "port": port}
+        _, cert, key = write_local_tls(self.root / "tls")
+        layout = self.s3_layout
+        layout.root.mkdir(parents=True, exist_ok=True)
+        seaweedfs.write_credentials(layout, ACCESS_KEY, SECRET_KEY)
+        ports = seaweedfs.choose_ports(layout)
+        pid = self._spawn("s3", seaweedfs.argv(layout, ports, cert, key))
+        ca = self.root / "tls" / "ca.pem"
+        try:
+            wait_until(lambda: https_answers(f"https://127.0.0.1:{ports.https}/healthz", ca),
+                       f"S3 server (SeaweedFS) on port {ports.https}", pid)
+        except RuntimeError:
+            seaweedfs.stop(pid, ports)  # its own way, so /tmp is cleaned too
+            raise
+        return {"pid": pid, "port": ports.https, "http_port": ports.s3}
+
+    def restart_s3(self) -> None:
+        """Stop the S3 server and start it again on the same ports and data."""
+        state = self.load()
+        self._stop_s3(state["s3"]["pid"])
+        state["s3"] = self._start_s3()
+        self.state_file.write_text(json.dumps(state, indent=2))
+        self._write_env(state)
+
+    def _stop_s3(self, pid: int) -> None:
+        ports = seaweedfs.Ports(**json.loads(self.s3_layout.ports_file.read_text()))
+        seaweedfs.stop(pid, ports)
 
     def secrets(self) -> dict[str, str]:
         loaded: dict[str, str] = json.loads((self.root / "secrets.json").read_text())
@@ -203,7 +224,10 @@ class Stack:
         for name, entry in self.load().items():
             if "pid" not in entry:
                 continue
-            _terminate(entry["pid"])
+            if name == "s3":
+                self._stop_s3(entry["pid"])
+            else:
+                _terminate(entry["pid"])
             if not quiet:
                 print(f"stopped {name}")
         self.state_file.unlink(missing_ok=True)
