@@ -6,7 +6,9 @@ topics) start; N pulled RTMP streams (720p30 H.264, pushed with ``ffmpeg -re -c 
 to the edge) are registered through the API. Once every stream runs on exactly one
 worker, a window measures samples dropped and the workers' CPU and memory. Then, with
 W > 1, one worker is SIGKILLed and the time until all N run on the survivors is the
-rebalance time (Kafka session timeout ``--session-ms`` + rejoin + reconnecting).
+rebalance time (Kafka session timeout ``--session-ms`` + rejoin + reconnecting); for
+each moved stream the gap until its first packet on a survivor, and how many streams
+restarted that did not need to (the survivors' own: the target is 0).
 
     make dev-up && python -m benchmarks.scaleout --workers 1,2,4 --streams 20 --seconds 20
 """
@@ -20,6 +22,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from benchmarks.concurrent_streams import encode, read_env
 from services.devstack.stack import free_port
 from tests.service_helpers import (
     RunningService,
+    TopicCollector,
     request,
     start_service,
     until_placed,
@@ -51,6 +55,7 @@ def start_deployment(env: dict[str, str], workdir: Path, workers: int,
               "STREAMWARDEN_INGEST__STATUS_TOPIC": f"{name}-status",
               "STREAMWARDEN_INGEST__REVOKED_TOPIC": f"{name}-revoked",
               "STREAMWARDEN_INGEST__GROUP_ID": f"{name}-ingest",
+              "STREAMWARDEN_INGEST__EVENTS_TOPIC": f"{name}-events",
               "STREAMWARDEN_INGEST__SESSION_TIMEOUT_MS": str(session_ms),
               "STREAMWARDEN_MODEL__NAMES": '["open_nsfw_int8"]',
               "STREAMWARDEN_POLICY__REVIEW_THRESHOLD": "1",
@@ -106,8 +111,7 @@ async def run_level(env: dict[str, str], media: Path, workdir: Path, workers: in
             "workers_rss_mib": round(rss / 2**20),
             "machine_cpu_percent": psutil.cpu_percent()})
         if workers > 1:
-            nodes[0].process.kill()
-            result["rebalance_s"] = round(await until_placed(nodes[1:], streams, 120), 1)
+            result.update(await kill_one(nodes, streams))
     finally:
         for publisher in publishers:
             publisher.kill()
@@ -116,6 +120,36 @@ async def run_level(env: dict[str, str], media: Path, workdir: Path, workers: in
             if node.process.poll() is None:
                 await asyncio.to_thread(node.stop, 60)
     return result
+
+
+def started_after(events: list[dict[str, Any]], since: float) -> dict[str, float]:
+    """Each stream's first ``started`` event (first packet read) after ``since``."""
+    first: dict[str, float] = {}
+    for event in events:
+        at = datetime.fromisoformat(event["at"]).timestamp()
+        if event["type"] == "started" and at > since:
+            first[event["stream_id"]] = min(first.get(event["stream_id"], at), at)
+    return first
+
+
+async def kill_one(nodes: list[RunningService], streams: set[str]) -> dict[str, Any]:
+    """SIGKILL the first worker: how long until its streams run elsewhere, the gap per
+    moved stream (kill -> first packet read on the new worker) and how many streams
+    restarted that did not have to (the survivors' own; target 0)."""
+    victim = nodes[0]
+    moved = await watched_streams(victim)
+    async with TopicCollector(victim.bootstrap, victim.events_topic) as events:
+        killed = time.time()
+        victim.process.kill()
+        placed = await until_placed(nodes[1:], streams, 120)
+        await events.wait(lambda seen: moved <= set(started_after(seen, killed)),
+                          "the moved streams' started events")
+        started = started_after(events.messages, killed)
+    gaps = sorted(started[s] - killed for s in moved)
+    return {"rebalance_s": round(placed, 1), "moved": len(moved),
+            "moved_gap_s": {"p50": round(gaps[len(gaps) // 2], 1) if gaps else None,
+                            "max": round(gaps[-1], 1) if gaps else None},
+            "restarted_needlessly": len(set(started) - moved)}
 
 
 async def main_async(args: argparse.Namespace) -> None:
