@@ -13,6 +13,7 @@ from services.archive.store import ObjectStore
 from services.classify.classifier import Classifier
 from services.config import Settings, SourceSettings, SpoolSettings
 from services.drain import SpoolDrainer
+from services.errors import StreamWardenError
 from services.events import EventLog, Lifecycle
 from services.flags.sink import FlagSink
 from services.ingest.source import (
@@ -173,5 +174,9 @@ def _no_state(state: SourceState, detail: str | None) -> None:
 
 
 async def watch_one(app: ModerationApp, pipeline: StreamPipeline) -> tuple[EndReason, DrainReport]:
-    reason = await pipeline.run()
+    try:
+        reason = await pipeline.run()
+    except StreamWardenError:
+        await app.drain()  # what was read before the error is delivered, not left spooled
+        raise
     return reason, await app.drain()

@@ -289,7 +289,8 @@ async def test_damaged_files_through_streamwarden_run(
                                 f"{summary['corrupt_packets']} corrupt, "
                                 f"{summary['remux_refused_packets']} not archived")
             else:
-                outcomes.append(f"{name}: {result.stderr.strip().splitlines()[-1]}")
+                outcomes.append(f"{name}: {len(sessions)} session, "
+                                f"{result.stderr.strip().splitlines()[-1]}")
     print("\n".join(outcomes))
     assert not failures, "\n".join(failures)
     assert any(": 1 session, " in outcome for outcome in outcomes)  # what was read is archived

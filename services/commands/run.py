@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from services.app import ModerationApp, watch_one
 from services.commands.output import print_json_line
 from services.config import Settings, load_settings
 from services.ids import validate_id
+from services.ingest.pyav_reader import is_local_path
 from services.pipeline.stream import PipelineObserver, SampleResult, StreamIdentity
 
 EXIT_UNDRAINED = 3
+#: A file is not a live stream: damage in it is an error of the input, said once.
+EXIT_DAMAGED_FILE = 1
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
@@ -63,6 +67,11 @@ async def run_command(args: argparse.Namespace, with_signals: Any) -> int:
         "snapshots_refused": app.sink.snapshots_refused,
     }
     print_json_line("summary", summary)
+    damaged = pipeline.stats.corrupt_packets + pipeline.stats.remux_refused_packets
+    if damaged and is_local_path(args.source):
+        print(f"streamwarden: error: {args.source} is damaged: {damaged} packets skipped; "
+              "what could be read was moderated", file=sys.stderr)
+        return EXIT_DAMAGED_FILE
     if not drained.complete:
         print(f"streamwarden: warning: {drained.flags_pending} flags and "
               f"{drained.objects_pending} archive objects are still spooled in "
