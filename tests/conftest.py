@@ -1,4 +1,4 @@
-"""Session fixtures: a fresh local stack (Tansu, SeaweedFS S3 over TLS, nginx RTMP) on free ports."""
+"""Session fixtures: a fresh local stack (Tansu, SeaweedFS S3 over TLS, nginx RTMP), free ports."""
 
 from __future__ import annotations
 

@@ -77,7 +77,10 @@ def binary() -> str:
 
 
 def _bindable(port: int) -> bool:
+    """Whether nothing listens there. Go listeners set SO_REUSEADDR, so must the probe:
+    a port whose old connections linger in TIME_WAIT is still free for weed."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

@@ -113,6 +113,7 @@ class Stack:
         state: dict[str, dict[str, int]] = {}
         try:
             state["kafka"] = self._start_kafka()
+            write_local_tls(self.root / "tls")  # fresh each up; a restart of S3 keeps it
             state["s3"] = self._start_s3()
             state["rtmp"] = self._start_rtmp(api["port"])
         except RuntimeError:
@@ -141,14 +142,15 @@ class Stack:
         """Kept across down/up, like a real store's disks."""
         return seaweedfs.Layout(self.root / "seaweedfs")
 
-    def _start_s3(self) -> dict[str, int]:
-        _, cert, key = write_local_tls(self.root / "tls")
+    def _start_s3(self, ports: seaweedfs.Ports | None = None) -> dict[str, int]:
+        tls = self.root / "tls"
+        cert, key = tls / "server.pem", tls / "server.key"
         layout = self.s3_layout
         layout.root.mkdir(parents=True, exist_ok=True)
         seaweedfs.write_credentials(layout, ACCESS_KEY, SECRET_KEY)
-        ports = seaweedfs.choose_ports(layout)
+        ports = ports or seaweedfs.choose_ports(layout)
         pid = self._spawn("s3", seaweedfs.argv(layout, ports, cert, key))
-        ca = self.root / "tls" / "ca.pem"
+        ca = tls / "ca.pem"
         try:
             wait_until(lambda: https_answers(f"https://127.0.0.1:{ports.https}/healthz", ca),
                        f"S3 server (SeaweedFS) on port {ports.https}", pid)
@@ -161,13 +163,16 @@ class Stack:
         """Stop the S3 server and start it again on the same ports and data."""
         state = self.load()
         self._stop_s3(state["s3"]["pid"])
-        state["s3"] = self._start_s3()
+        # The same ports, strictly: clients keep the endpoint they were given.
+        state["s3"] = self._start_s3(self._s3_ports())
         self.state_file.write_text(json.dumps(state, indent=2))
         self._write_env(state)
 
+    def _s3_ports(self) -> seaweedfs.Ports:
+        return seaweedfs.Ports(**json.loads(self.s3_layout.ports_file.read_text()))
+
     def _stop_s3(self, pid: int) -> None:
-        ports = seaweedfs.Ports(**json.loads(self.s3_layout.ports_file.read_text()))
-        seaweedfs.stop(pid, ports)
+        seaweedfs.stop(pid, self._s3_ports())
 
     def secrets(self) -> dict[str, str]:
         loaded: dict[str, str] = json.loads((self.root / "secrets.json").read_text())
