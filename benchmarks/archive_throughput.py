@@ -1,5 +1,6 @@
 """Archive throughput against the S3 server's own raw PUT throughput, in one run, and
-the CPU cost of archiving per stream-hour.
+the CPU cost of archiving per stream-hour. The server is whatever the settings name;
+`make dev-up` starts SeaweedFS, and the report says which server answered.
 
 Archive path (what every watched stream does): demuxed packets are remuxed into
 keyframe-cut MPEG-TS segments with a chained manifest, written durably to the spool
@@ -118,6 +119,7 @@ async def run(seconds: int) -> dict[str, object]:
         ours, keys = await archive_path(settings, store, video, Path(tmp) / "spool")
         segments = [await store.get(key) for key in keys]
         raw = await raw_puts(store, segments)
+        server = (await store.head(keys[0])).get("server", "unknown")
         encode = await asyncio.to_thread(encode_cost, settings, video)
     mb = float(ours["bytes"]) / 1e6
     return {
@@ -132,6 +134,7 @@ async def run(seconds: int) -> dict[str, object]:
                          f"{settings.archive.webrtc_fps:g} fps crf {settings.archive.webrtc_crf} "
                          f"{settings.archive.webrtc_preset}",
         "s3_endpoint": settings.s3.endpoint,
+        "s3_server": server,
     }
 
 

@@ -14,11 +14,13 @@ and measure:
   (publisher start + the frame's time on the source clock);
 * CPU and memory of the service process.
 
-The local S3 server (moto, pure Python) is paused during the measured window:
-on this machine it would otherwise eat a core serving uploads that production
-sends to MinIO elsewhere. Snapshots and segments wait in the spool meanwhile
-(that is what the spool is for; it is sized for the run) and are delivered
-afterwards. The publishers and nginx run on the same two cores as the service,
+Archive uploads run during the measured window: every segment and snapshot goes to
+the local S3 server (SeaweedFS, started by `make dev-up`) as it would in production.
+(Until the S3 server was moto, a pure-Python mock, it was paused during the window
+and the uploads were delivered afterwards.) The S3 server's CPU in the window is
+reported apart (``s3_cpu_cores``), with what the spool still held at its end
+(``spooled_objects_at_end``): a backlog that grows means uploads did not keep up.
+The publishers, nginx and the S3 server run on the same two cores as the service,
 so the figures are conservative.
 
 The naive baseline (OpenCV decodes every frame, the reference package classifies
@@ -152,20 +154,32 @@ def latencies(flags: list[tuple[float, dict[str, Any]]], started: dict[str, floa
     return values
 
 
+async def spooled_objects(service: RunningService) -> float | None:
+    """Items waiting in the service's objects spool (segments and snapshots)."""
+    status, body, _ = await request("GET", f"{service.base_url}/metrics",
+                                    headers=service.headers("metrics"))
+    for line in str(body).splitlines() if status == 200 else []:
+        if line.startswith('streamwarden_spool_items{spool="objects"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def cpu_total(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 async def run_level(count: int, seconds: float, media: Path, env: dict[str, str],
-                    moto: psutil.Process, workdir: Path) -> dict[str, Any]:
+                    s3_server: psutil.Process, workdir: Path) -> dict[str, Any]:
     service = start_service(env, workdir / f"n{count}",
                             STREAMWARDEN_MODEL__NAMES='["open_nsfw_int8"]',
                             STREAMWARDEN_MODEL__BATCH_SIZE="16",
                             STREAMWARDEN_MODEL__MAX_WAIT_MS="50",
                             # Every core is busy with streams: one inference thread is the
                             # cheapest per sample (see README, tuning).
-                            STREAMWARDEN_MODEL__INTRA_OP_THREADS="1",
-                            # Room for the whole run's segments while S3 is paused (below).
-                            STREAMWARDEN_SPOOL__MAX_BYTES=str(8 << 30))
+                            STREAMWARDEN_MODEL__INTRA_OP_THREADS="1")
     process = psutil.Process(service.process.pid)
     keys = await issue_keys(service, count)
-    moto.suspend()
     started: dict[str, float] = {}
     publishers = []
     try:
@@ -175,15 +189,17 @@ async def run_level(count: int, seconds: float, media: Path, env: dict[str, str]
         _, before, _ = await request("GET", f"{service.base_url}/v1/streams",
                                      headers=service.headers("platform"))
         window_start, cpu_start = time.time(), process.cpu_times()
+        s3_cpu_start = cpu_total(s3_server)
         await asyncio.sleep(seconds)
         cpu_end, rss = process.cpu_times(), process.memory_info().rss
+        s3_cpu = cpu_total(s3_server) - s3_cpu_start
+        spooled = await spooled_objects(service)
         _, listing, _ = await request("GET", f"{service.base_url}/v1/streams",
                                       headers=service.headers("platform"))
     finally:
         for publisher in publishers:
             publisher.kill()
             publisher.wait()
-        moto.resume()
     service.process.send_signal(signal.SIGTERM)
     service.process.wait(60)
     flags = await read_all(service.bootstrap, service.flags_topic)
@@ -206,6 +222,9 @@ async def run_level(count: int, seconds: float, media: Path, env: dict[str, str]
         "p50_to_decision_s": statistics.median(decided) if decided else None,
         "decoder_to_decision_s_max": max(s["decision_delay_s"] for s in streams),
         "service_cpu_cores": cpu / seconds, "service_rss_mib": rss / 2**20,
+        "uploads_during_window": True, "s3_cpu_cores": s3_cpu / seconds,
+        "s3_rss_mib": s3_server.memory_info().rss / 2**20,
+        "spooled_objects_at_end": spooled,
         "machine_cpu_percent": psutil.cpu_percent(),
     }
 
@@ -333,7 +352,7 @@ def passed(level: dict[str, Any]) -> bool:
 async def main_async(args: argparse.Namespace) -> None:
     env = {**read_env(Path(args.dev_dir) / "env")}
     stack = json.loads((Path(args.dev_dir) / "stack.json").read_text())
-    moto = psutil.Process(stack["s3"]["pid"])
+    s3_server = psutil.Process(stack["s3"]["pid"])
     with tempfile.TemporaryDirectory() as tmp:
         media = Path(tmp) / "stream.mp4"
         encode(media, args.media_seconds)
@@ -355,7 +374,7 @@ async def main_async(args: argparse.Namespace) -> None:
             outcomes[count] = level["sustained"]
         results = []
         for count in args.streams:
-            level = await run_level(count, args.seconds, media, env, moto,
+            level = await run_level(count, args.seconds, media, env, s3_server,
                                     Path(args.keep_logs or tmp))
             level["passed"] = passed(level)
             results.append(level)
