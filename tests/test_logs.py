@@ -106,7 +106,7 @@ async def test_ten_thousand_lines_survive_outage_and_archiver_restart(
             store = ObjectStore(load_settings().s3)
             ids: list[str] = []
             try:
-                # A rejoin after SIGKILL plus 10,000 lines through moto: minutes on a
+                # A rejoin after SIGKILL plus 10,000 lines through S3: minutes on a
                 # loaded 2-core machine late in the suite.
                 async with asyncio.timeout(180):  # S3 offers no event to wait on: poll it
                     while len(ids := await _archived(store, provider)) < 10_000:  # noqa: ASYNC110
