@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
 from services.archive.store import ObjectStore
 from services.config import S3Settings, load_settings
-from services.devstack.stack import Stack
+from services.devstack import seaweedfs
+from services.devstack.stack import Stack, https_answers, wait_until
+from services.devstack.tls import write_local_tls
 from services.errors import StreamWardenError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -68,3 +73,24 @@ async def test_unlocked_and_unheld_objects_read_as_none(settings_env: dict[str, 
     await store.put_unlocked(key, b"no retention asked for")
     assert await store.retention_of(key) is None
     assert not await store.legal_hold(key)
+
+
+def test_a_killed_server_leaves_nothing_in_tmp_once_stopped(tmp_path: Path) -> None:
+    """weed puts gRPC sockets in /tmp whatever its flags say; a SIGKILL leaves them."""
+    ca, cert, key = write_local_tls(tmp_path / "tls")
+    layout = seaweedfs.Layout(tmp_path / "s3")
+    layout.root.mkdir()
+    seaweedfs.write_credentials(layout, "k", "s")
+    ports = seaweedfs.choose_ports(layout)
+    process = subprocess.Popen(seaweedfs.argv(layout, ports, cert, key),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: https_answers(f"https://127.0.0.1:{ports.https}/healthz", ca),
+                   "throwaway SeaweedFS", process.pid)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        assert seaweedfs.leftover_sockets(ports)
+    finally:
+        seaweedfs.stop(process.pid, ports)
+    assert not seaweedfs.leftover_sockets(ports)
+    assert list(layout.data.glob("*.sock")), "its own sockets belong in the data dir"

@@ -172,6 +172,9 @@ class Stack:
         return seaweedfs.Ports(**json.loads(self.s3_layout.ports_file.read_text()))
 
     def _stop_s3(self, pid: int) -> None:
+        if not self.s3_layout.ports_file.exists():  # a stack.json from the moto days
+            _terminate(pid)
+            return
         seaweedfs.stop(pid, self._s3_ports())
 
     def secrets(self) -> dict[str, str]:
