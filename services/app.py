@@ -158,15 +158,18 @@ class ModerationApp:
         self._started = False
 
 
-#: Shares of ``spool.max_bytes``. Archive segments are the bulk; snapshots have their own
-#: share so an S3 outage that fills the segment spool never costs a flag its picture.
-SPOOL_SHARES = {"flags": 8, "events": 8, "logs": 8, "snapshots": 8, "objects": 2}
+#: Shares of ``spool.max_bytes`` in thousandths, adding up to the whole: the cap holds
+#: for the process, whatever its roles. Archive segments are the bulk; snapshots have
+#: their own share so an S3 outage that fills the segment spool never costs a flag its
+#: picture; alerts and moderator-action webhooks are spooled too.
+SPOOL_SHARES = {"flags": 110, "events": 110, "logs": 110, "snapshots": 110, "objects": 400,
+                "alerts": 80, "action-webhooks": 80}
 
 
 def make_spools(settings: SpoolSettings) -> dict[str, Spool]:
     """One spool per delivery path, each capped at its share of the configured total."""
-    return {name: Spool(settings.dir / name, max_bytes=settings.max_bytes // divisor)
-            for name, divisor in SPOOL_SHARES.items()}
+    return {name: Spool(settings.dir / name, max_bytes=settings.max_bytes * share // 1000)
+            for name, share in SPOOL_SHARES.items()}
 
 
 def _no_state(state: SourceState, detail: str | None) -> None:

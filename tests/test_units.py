@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from models.registry import get_manifest, verified_model_path
-from services.config import load_settings
+from services.app import make_spools
+from services.config import SpoolSettings, load_settings
 from services.errors import ConfigError, InvalidStreamId, ModelIntegrityError, SpoolFull
 from services.ids import flag_id, new_watch_session, validate_id
 from services.sampling.sampler import IntervalSampler
@@ -120,3 +121,10 @@ def test_model_sha_mismatch_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelIntegrityError, match="refusing to load"):
         verified_model_path(manifest, tampered)
     assert verified_model_path(manifest) == manifest.model_path()
+
+
+def test_every_spool_of_a_process_fits_under_the_cap(tmp_path: Path) -> None:
+    settings = SpoolSettings(dir=tmp_path, max_bytes=10_000_000)
+    spools = make_spools(settings)
+    assert {"alerts", "action-webhooks", "flags", "objects"} <= set(spools)
+    assert sum(spool.max_bytes for spool in spools.values()) <= settings.max_bytes

@@ -40,7 +40,6 @@ from services.providers.desk import ProviderDesk
 from services.providers.gate import IngestRequest
 from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
-from services.spool import Spool
 from services.stats import StreamStats
 
 log = logging.getLogger(__name__)
@@ -107,14 +106,11 @@ class Service:
                 LogArchiver(settings.kafka, settings.logs, app.store, settings.logs.access_log())]
         if "api" in roles:
             service.feed = FlagFeed(settings.kafka, settings.console)
-            hooks = Spool(settings.spool.dir / "action-webhooks",
-                          max_bytes=settings.spool.max_bytes // 4)
             service.action_hooks = WebhookSender(
-                hooks, {w.url: w.secret for w in settings.console.webhooks},
+                app.spools["action-webhooks"], {w.url: w.secret for w in settings.console.webhooks},
                 settings.alerts.timeout_s)
         if "alerts" in roles:
-            spool = Spool(settings.spool.dir / "alerts", max_bytes=settings.spool.max_bytes // 4)
-            service.alerts = AlertDispatcher(settings, spool)
+            service.alerts = AlertDispatcher(settings, app.spools["alerts"])
         if "ingest" in roles:
             service.worker = AssignmentWorker(settings.kafka, settings.ingest, supervisor,
                                               worker_id)
@@ -152,13 +148,7 @@ class Service:
             return [(sid, w.state, w.pipeline.stats, w.pipeline.queued)
                     for sid, w in self.supervisor.watches.items()]
 
-        def spools() -> dict[str, Spool]:
-            found = dict(self.app.spools)
-            if self.alerts is not None:
-                found["alerts"] = self.alerts.sender.spool
-            return found
-
-        return ServiceCollector(streams, spools, self.lags)
+        return ServiceCollector(streams, lambda: self.app.spools, self.lags)
 
     def lags(self) -> list[ConsumerLag]:
         found = [self.worker.lag] if self.worker is not None else []
@@ -314,6 +304,7 @@ class Service:
     # --- moderator actions --------------------------------------------------------
     async def take_action(self, body: Any, moderator: str) -> dict[str, Any]:
         """Recorded (actions topic, platform webhooks; both spooled) before any effect."""
+        self.check_accepting()
         flag_id, action, reason = parse_action(body)
         flag = self.feed.flags.get(flag_id) if self.feed is not None else None
         if flag is None:
@@ -355,6 +346,7 @@ class Service:
     async def report(self, body: dict[str, Any]) -> dict[str, Any]:
         """A flag with source ``report``, archived as a log line, and burst sampling on
         whichever worker watches the stream (through its registry record)."""
+        self.check_accepting()
         stream_id = str(body["stream_id"])
         record = self.whip_records.get(stream_id) or self.directory.records.get(stream_id)
         if record is None:

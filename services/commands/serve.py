@@ -80,6 +80,8 @@ async def _shutdown(service: Service, runner: web.AppRunner) -> None:
     """Stop accepting, finish in-flight samples, flush, within the configured time."""
     timeout = service.settings.ingest.shutdown_timeout_s
     log.warning("shutting down: finishing samples and flushing (at most %.0fs)", timeout)
+    for site in list(runner.sites):  # no new connections; open ones get 503 (accepting)
+        await site.stop()
     await service.shutdown()
     report = await service.app.drain(timeout / 2)
     await service.app.stop()
