@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -167,3 +169,19 @@ async def test_compliance_report_out_of_range_is_one_line(
                            child_env(stack_env, tmp_path), timeout=30)
     assert result.returncode == 2
     _one_line_error(result.stderr, reason)
+
+
+async def test_a_busy_api_port_is_one_line_at_once(stack_env: dict[str, str],
+                                                   tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = await run_cli(["serve"], child_env(stack_env, tmp_path,
+                                                    STREAMWARDEN_API__PORT=str(port)),
+                               timeout=30)
+        took = time.monotonic() - started
+    assert result.returncode == 2  # as every setting the service cannot work with
+    _one_line_error(result.stderr, f"cannot listen on 127.0.0.1:{port}: Address already in use")
+    # Before anything starts (model, topics, consumer groups took ~20 s): only the
+    # interpreter's start and the imports remain.
+    assert took < 8, took

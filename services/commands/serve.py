@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import io
 import logging
+import os
+import socket
 from typing import Any
 
 from aiohttp import web
@@ -22,15 +24,24 @@ from services.observability import register
 log = logging.getLogger("streamwarden.serve")
 
 
-async def _start_http(service: Service, host: str, port: int) -> tuple[web.AppRunner, int]:
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The API's socket, bound before anything else starts: a busy port is a one-line
+    error at once, not after the model and the consumers have started."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+async def _start_http(service: Service, listener: socket.socket) -> tuple[web.AppRunner, int]:
     # Short: open console event streams must not hold a graceful stop for a minute.
     runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False,
                            shutdown_timeout=3.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0][1] if runner.addresses else port
-    return runner, int(bound)
+    await web.SockSite(runner, listener).start()
+    return runner, int(listener.getsockname()[1])
 
 
 async def serve_command(args: argparse.Namespace, with_signals: Any) -> int:
@@ -39,15 +50,15 @@ async def serve_command(args: argparse.Namespace, with_signals: Any) -> int:
     if "api" in roles and not settings.api.tokens:
         raise ConfigError("no API tokens configured (STREAMWARDEN_API__TOKENS)")
     pin_ice_host_addresses(settings.api.ice_host_addresses)
+    host = args.host or settings.api.host
+    listener = bind_listener(host, args.port if args.port is not None else settings.api.port)
     service = Service.build(settings, roles)
     register(service.collector())
     # Quarantined records and restarted tasks become lifecycle events (spooled first).
     incidents.add_listener(lambda kind, detail: service.app.events.emit_soon(
         incidents.SUBJECT, Lifecycle(kind), **detail))
     await service.start()
-    host = args.host or settings.api.host
-    port = args.port if args.port is not None else settings.api.port
-    runner, bound = await _start_http(service, host, port)
+    runner, bound = await _start_http(service, listener)
     print(f"listening on http://{host}:{bound} (roles: {','.join(sorted(roles))}, "
           f"worker {service.worker_id})", flush=True)
     stop = asyncio.Event()
