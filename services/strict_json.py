@@ -45,17 +45,33 @@ def _constant(name: str) -> NoReturn:
 
 
 def depth_of(value: Any) -> int:
-    """Nesting depth of arrays and objects (a scalar is 0), without recursion."""
+    """Nesting depth of arrays and objects (a scalar is 0), without recursion.
+
+    Raises JsonRefused for a string (key or value) that is not valid Unicode: a lone
+    surrogate from a ``\\ud800`` escape parses, then fails every later UTF-8 encode
+    (Kafka messages, S3 objects, log lines)."""
     deepest = 0
     pending: list[tuple[Any, int]] = [(value, 0)]
     while pending:
         item, depth = pending.pop()
         if isinstance(item, dict):
+            _check_text(*item.keys())
             item = list(item.values())
         if isinstance(item, list):
             deepest = max(deepest, depth + 1)
             pending.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            _check_text(item)
     return deepest
+
+
+def _check_text(*texts: str) -> None:
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JsonRefused("a string is not valid Unicode (a lone surrogate escape)",
+                              400) from None
 
 
 def loads(text: str) -> Any:

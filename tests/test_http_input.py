@@ -359,3 +359,15 @@ async def test_fuzzed_bodies_never_500(client: TestClient[web.Request, web.Appli
         assert response.status < 500
         if response.status >= 400:
             assert isinstance((await response.json())["error"], str)
+
+
+@pytest.mark.parametrize("text", ['{"name": "\\ud800"}', '{"\\udfff": 1}', '["a", ["\\udc00"]]'])
+def test_lone_surrogates_are_refused_where_json_is_read(text: str) -> None:
+    """They parse, then break every UTF-8 encode later (a 500, lost chat flags)."""
+    from services.logs.archiver import archivable
+    from services.strict_json import JsonRefused, loads
+
+    with pytest.raises(JsonRefused, match="not valid Unicode"):
+        loads(text)
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        archivable(text.encode())

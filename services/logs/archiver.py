@@ -36,7 +36,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from services import incidents
+from services import incidents, strict_json
 from services.archive.store import ObjectStore
 from services.background import BackgroundTask
 from services.config import KafkaSettings, LogSettings, LogStream
@@ -67,7 +67,9 @@ def archivable(value: bytes | None) -> tuple[dict[str, Any], tuple[str, str, str
 
     Raises one of ``RECORD_ERRORS`` naming why the record cannot be archived: intake
     validates lines, but any producer can write to the topic."""
-    line = json.loads(value or b"")
+    # The same bounds as intake (depth, number size, no NaN, valid Unicode): a line
+    # another producer wrote is archived only if intake would have taken it.
+    line = strict_json.loads((value or b"").decode("utf-8"))
     if not isinstance(line, dict):
         raise TypeError("a line must be a JSON object")
     group = partition_of(line)
