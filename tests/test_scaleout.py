@@ -118,12 +118,18 @@ def _longest_silence(flags: list[dict[str, Any]], streams: set[str], since: floa
     return round(longest, 1)
 
 
+def _moved_after(streams: set[str], since: float) -> Callable[[list[dict[str, Any]]], bool]:
+    """Every stream flagged by a watch that started after ``since`` (it moved)."""
+    return lambda flags: streams <= {f["stream_id"] for f in flags
+                                     if _watch_started(f["session"]) > since}
+
+
 def _gaps(flags: list[dict[str, Any]], streams: set[str], since: float) -> dict[str, float]:
-    """Seconds from ``since`` to each stream's first flag after it."""
+    """Seconds from ``since`` to each stream's first flag from a watch started after it."""
     first: dict[str, float] = {}
     for flag in flags:
         at = _at(flag["detected_at"])
-        if flag["stream_id"] in streams and at > since:
+        if flag["stream_id"] in streams and _watch_started(flag["session"]) > since:
             first[flag["stream_id"]] = min(first.get(flag["stream_id"], at), at)
     return {stream: round(at - since, 1) for stream, at in first.items()}
 
@@ -182,7 +188,7 @@ async def test_only_a_dead_or_leaving_workers_streams_move(
             moved, stayed = before["w0"], before["w1"] | before["w2"]
             killed_at = time.time()
             victim.process.kill()
-            await flags.wait(_flagged_after(moved, killed_at), "moved streams flagging again",
+            await flags.wait(_moved_after(moved, killed_at), "moved streams flagging again",
                              timeout=FAILOVER_BOUND_S + 30)
             gaps = _gaps(flags.messages, moved, killed_at)
             parts = _failover_parts(flags.messages, moved, killed_at)
@@ -218,7 +224,7 @@ async def test_only_a_dead_or_leaving_workers_streams_move(
             left_at = time.time()
             code, _ = await asyncio.to_thread(newcomer.stop)
             assert code == 0, newcomer.log()[-3000:]
-            await flags.wait(_flagged_after(leaving, left_at + 0.5), "streams after SIGTERM")
+            await flags.wait(_moved_after(leaving, left_at), "streams after SIGTERM")
             gaps = _gaps(flags.messages, leaving, left_at)
             print(f"SIGTERM -> flagging again elsewhere: {gaps}")
             # Waiting for the session timeout would take it + Tansu's hold + start (>10 s).

@@ -18,6 +18,7 @@ that long.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -47,7 +48,8 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker_id = worker_id
         self.lag = ConsumerLag(ingest.group_id)
         self.desired: dict[TopicPartition, dict[str, StreamRecord]] = {}
-        self._catching_up: dict[TopicPartition, int] = {}
+        #: Partitions still being read up to their end (None: end not known yet).
+        self._catching_up: dict[TopicPartition, int | None] = {}
         #: The next offset to read of each owned partition (to go on after a rebalance).
         self._next_offset: dict[TopicPartition, int] = {}
         #: Revoked, streams still running, until the new assignment says where they go.
@@ -105,11 +107,14 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     # --- rebalance callbacks --------------------------------------------------------
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self._lock:
-            self._handing_over |= set(revoked) & set(self.desired)
-            if self._handing_over and self._handover_expiry is None:
-                self._handover_expiry = asyncio.create_task(
-                    self._expire_handover(), name=f"handover-expiry:{self.worker_id}")
+        # No lock and no await: the fetch loop may hold the lock while it stops a
+        # stream, and a rejoin that waits for that could miss the rebalance timeout.
+        # The fetch loop skips partitions being handed over.
+        self._handing_over |= set(revoked) & set(self.desired)
+        if self._handing_over and self._handover_expiry is None:
+            self._handover_expiry = asyncio.create_task(
+                self._expire_handover(), name=f"handover-expiry:{self.worker_id}")
+            self._handover_expiry.add_done_callback(_log_failure)
         log.info("worker %s: rebalance; streams keep running until the new assignment",
                  self.worker_id)
 
@@ -129,25 +134,36 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                  len(kept))
 
     async def _catch_up_with(self, taken: list[TopicPartition]) -> None:
-        """Partitions new to this worker: read from the start, start streams once caught up."""
+        """Partitions new to this worker: read from the start, start streams once caught
+        up. The state is set before any await: aiokafka logs and swallows an error in
+        this callback, and the worker must still own what it was given."""
         consumer = self._consumer
         if not taken or consumer is None:
             return
-        await consumer.seek_to_beginning(*taken)
-        ends = await consumer.end_offsets(taken)
         for tp in taken:
             self.desired[tp] = {}
             self._next_offset[tp] = 0
+            self._catching_up[tp] = None  # end not known yet: the fetch loop asks again
+        await consumer.seek_to_beginning(*taken)
+        with contextlib.suppress(KafkaError):
+            await self._learn_ends(consumer, taken)
+
+    async def _learn_ends(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
             if ends[tp] > 0:
                 self._catching_up[tp] = ends[tp]
+            else:
+                self._catching_up.pop(tp, None)
 
     async def _release(self, gone: set[TopicPartition]) -> None:
-        """Stop the streams of partitions that now belong to another worker."""
+        """Stop the streams of partitions that now belong to another worker (together:
+        each stop waits for its reader thread)."""
+        leaving = [stream_id for tp in gone for stream_id in self.desired.pop(tp, {})]
         for tp in gone:
-            for stream_id in self.desired.pop(tp, {}):
-                await self._unwatch(stream_id)
             self._catching_up.pop(tp, None)
             self._next_offset.pop(tp, None)
+        await asyncio.gather(*(self._unwatch(stream_id) for stream_id in leaving))
         if gone:
             log.info("worker %s gave up partitions %s", self.worker_id,
                      sorted(tp.partition for tp in gone))
@@ -155,9 +171,9 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _expire_handover(self) -> None:
         """No new assignment within the session timeout: this worker is out of the group
         and its partitions are someone else's; stop watching them."""
-        # Twice the session timeout: past any broker's hold of a rebalance (Tansu holds
-        # each for half the session timeout) and any slow rejoin.
-        wait_s = 2 * self.ingest.session_timeout_ms / 1000
+        # Twice the session timeout and the rebalance timeout: past any broker's hold of
+        # a rebalance (Tansu holds each for half the session timeout) and a slow rejoin.
+        wait_s = (2 * self.ingest.session_timeout_ms + self._rebalance_ms) / 1000
         await asyncio.sleep(wait_s)
         async with self._lock:
             self._handover_expiry = None
@@ -175,6 +191,9 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _run(self) -> None:
         consumer = self._consumer
         assert consumer is not None  # noqa: S101 - start() made it
+        for tp in consumer.assignment() & set(self._next_offset):
+            # Restarted after a crash: the batch it was applying is not lost.
+            consumer.seek(tp, self._next_offset[tp])
         while True:
             try:
                 batch = await consumer.getmany(timeout_ms=500)
@@ -209,7 +228,17 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._reconcile(stream_id, record)
 
     async def _finish_catch_up(self, consumer: AIOKafkaConsumer) -> None:
+        owned = consumer.assignment() - self._handing_over
+        unknown = [tp for tp, end in self._catching_up.items() if end is None and tp in owned]
+        if unknown:
+            try:
+                await self._learn_ends(consumer, unknown)
+            except KafkaError as error:
+                log.warning("assignment worker: end offsets of %s: %s", unknown, error)
+                return
         for tp, end in list(self._catching_up.items()):
+            if tp not in owned or end is None:
+                continue  # moving away, or its end is still unknown
             if await consumer.position(tp) >= end:
                 del self._catching_up[tp]
                 for stream_id, record in self.desired.get(tp, {}).items():
@@ -238,6 +267,11 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _unwatch(self, stream_id: str) -> None:
         await self.supervisor.stop_watch(stream_id)
         self.supervisor.forget(stream_id)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
 
 
 def sticky_assignor(worker_id: str) -> type[StickyPartitionAssignor]:

@@ -24,6 +24,8 @@ from services.pipeline.stream import (
 )
 
 log = logging.getLogger(__name__)
+#: How long stopping one stream may take (its reader thread finishing a read).
+STOP_WAIT_S = 10.0
 
 _STATE_EVENTS = {
     SourceState.STARTED: Lifecycle.STARTED,
@@ -127,7 +129,13 @@ class StreamSupervisor:
         if watch is None or watch.task is None:
             return
         watch.pipeline.stop()
-        await watch.task
+        _, pending = await asyncio.wait({watch.task}, timeout=STOP_WAIT_S)
+        for task in pending:  # a reader stuck in FFmpeg: the watch ends without it
+            log.warning("stream %s did not stop within %.0f s; cancelled", stream_id,
+                        STOP_WAIT_S)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def forget(self, stream_id: str) -> None:
         self.watches.pop(stream_id, None)
