@@ -33,12 +33,22 @@ _listeners: list[IncidentListener] = []
 def add_listener(listener: IncidentListener) -> Callable[[], None]:
     """Subscribe; returns the function that unsubscribes."""
     _listeners.append(listener)
-    return lambda: _listeners.remove(listener)
+
+    def remove() -> None:
+        if listener in _listeners:
+            _listeners.remove(listener)
+
+    return remove
 
 
 def report(kind: str, **detail: Any) -> None:
     for listener in list(_listeners):
-        listener(kind, detail)
+        try:
+            listener(kind, detail)
+        # A listener's failure must never reach the consumer or supervisor that
+        # reported: it would crash what quarantine saves (logged with its traceback).
+        except Exception:
+            log.exception("incident listener failed on %s", kind)
 
 
 def describe(error: BaseException) -> str:

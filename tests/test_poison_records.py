@@ -383,3 +383,21 @@ async def test_poison_lines_on_the_topic_are_quarantined_and_archiving_goes_on(
         if service.process.poll() is None:
             code, took = await asyncio.to_thread(service.stop)
             assert code == 0 and took < 40, service.log()
+
+
+def test_a_failing_incident_listener_never_reaches_the_reporter() -> None:
+    from services import incidents
+
+    def broken(kind: str, detail: dict[str, object]) -> None:
+        raise RuntimeError("no running event loop")
+
+    seen: list[str] = []
+    remove_broken = incidents.add_listener(broken)
+    remove_seen = incidents.add_listener(lambda kind, detail: seen.append(kind))
+    try:
+        incidents.quarantine("test-consumer", "bad record", topic="t", partition=0, offset=1)
+    finally:
+        remove_broken()
+        remove_seen()
+        remove_seen()  # idempotent
+    assert seen == [incidents.POISON_RECORD]

@@ -55,17 +55,20 @@ async def serve_command(args: argparse.Namespace, with_signals: Any) -> int:
     service = Service.build(settings, roles)
     register(service.collector())
     # Quarantined records and restarted tasks become lifecycle events (spooled first).
-    incidents.add_listener(lambda kind, detail: service.app.events.emit_soon(
+    unsubscribe = incidents.add_listener(lambda kind, detail: service.app.events.emit_soon(
         incidents.SUBJECT, Lifecycle(kind), **detail))
-    await service.start()
-    runner, bound = await _start_http(service, listener)
-    print(f"listening on http://{host}:{bound} (roles: {','.join(sorted(roles))}, "
-          f"worker {service.worker_id})", flush=True)
-    stop = asyncio.Event()
     try:
-        await with_signals(stop.wait(), stop.set)
+        await service.start()
+        runner, bound = await _start_http(service, listener)
+        print(f"listening on http://{host}:{bound} (roles: {','.join(sorted(roles))}, "
+              f"worker {service.worker_id})", flush=True)
+        stop = asyncio.Event()
+        try:
+            await with_signals(stop.wait(), stop.set)
+        finally:
+            clean = await _bounded_shutdown(service, runner)
     finally:
-        clean = await _bounded_shutdown(service, runner)
+        unsubscribe()  # incidents after the stop have no event log to go to
     return 0 if clean else 1
 
 
