@@ -167,12 +167,12 @@ class Service:
         return {**record.public(), "state": "pending"}
 
     async def remove(self, stream_id: str) -> None:
-        if stream_id in self.whip_records:
+        record = self.whip_records.get(stream_id)
+        if record is not None:
             for session_id, session in list(self.whip.items()):
                 if session.stream_id == stream_id:
                     await self.end_whip(stream_id, session_id)
-            self.supervisor.forget(stream_id)
-            del self.whip_records[stream_id]
+            self._free_whip(record)  # unless a new offer took the id meanwhile
             return
         await self.directory.delete(stream_id)  # the worker watching it stops
 
@@ -273,10 +273,17 @@ class Service:
         log.warning("WHIP session %s of %s: the peer did not connect within %ss; closed",
                     session.session_id, session.stream_id, timeout_s)
         del self.whip[session.session_id]
+        record = self.whip_records.get(session.stream_id)
         await self._close_whip(session)
-        if self.whip_records.get(session.stream_id) is not None:  # the id is free again
-            self.supervisor.forget(session.stream_id)
-            del self.whip_records[session.stream_id]
+        if record is not None:  # the id is free again
+            self._free_whip(record)
+
+    def _free_whip(self, record: StreamRecord) -> None:
+        """Free a WHIP stream id, but only if ``record`` still holds it: a new offer
+        for the same id may have registered while this one was closing."""
+        if self.whip_records.get(record.stream_id) is record:
+            self.supervisor.forget(record.stream_id)
+            del self.whip_records[record.stream_id]
 
     def _replace_finished_whip(self, stream_id: str) -> None:
         watch = self.supervisor.watches.get(stream_id)
