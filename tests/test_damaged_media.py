@@ -21,7 +21,7 @@ from services.archive.store import ObjectStore
 from services.config import load_settings
 from services.errors import SourceError, SourceOpenError
 from services.ingest import source as source_module
-from services.ingest.source import STEADY_READ_S, StreamSource
+from services.ingest.source import STEADY_READ_S, StreamSource, earns_fresh_budget
 from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
 from services.spool import Spool
@@ -183,31 +183,22 @@ async def test_re_reading_a_damaged_head_does_not_reset_the_retry_budget(
     assert 1 < _FailsAtTwoSeconds.connections < 20
 
 
-class _Reader:
-    def __init__(self, furthest_s: float | None, read_for_s: float = 0.1,
-                 received_any: bool = True) -> None:
-        self.furthest_s, self._read_for_s, self.received_any = (furthest_s, read_for_s,
-                                                                received_any)
-
-    def read_for_s(self) -> float:
-        return self._read_for_s
-
-
 @pytest.mark.parametrize(
-    ("failed_at", "reader", "fresh_budget"),
-    [(None, _Reader(3.0), True),  # the first failure after reading: a fresh budget
-     (None, _Reader(None, received_any=False), False),  # never connected
-     (3.0, _Reader(3.0), False),  # the same damaged head again
-     (3.0, _Reader(2.0), False),  # not even that far
-     (3.0, _Reader(3.5), True),  # got further than last time
-     (300.0, _Reader(1.0, read_for_s=STEADY_READ_S), True)])  # a live clock that restarted
+    ("live", "failed_at", "received_any", "furthest_s", "read_for_s", "fresh_budget"),
+    [(False, None, True, 3.0, 0.1, True),  # the first failure after reading
+     (False, None, False, None, 0.1, False),  # never connected
+     (False, 3.0, True, 3.0, 0.1, False),  # the same damaged head again
+     (False, 3.0, True, 2.0, 0.1, False),  # not even that far
+     (False, 3.0, True, 3.5, 0.1, True),  # got further than last time
+     (False, 300.0, True, 1.0, STEADY_READ_S, True),  # read steadily for a while
+     (True, 300.0, True, 1.0, 0.1, True),  # RTMP: a new connection's clock restarts
+     (True, 300.0, False, None, 0.1, False)])  # RTMP, never connected
 def test_which_reconnects_earn_a_fresh_retry_budget(
-    failed_at: float | None, reader: _Reader, fresh_budget: bool,
+    live: bool, failed_at: float | None, received_any: bool, furthest_s: float | None,
+    read_for_s: float, fresh_budget: bool,
 ) -> None:
-    source = StreamSource("rtmp://edge/live/s", load_settings().source, IntervalSampler(1.0),
-                          StreamStats(), LatestQueue(2))
-    source._failed_at = failed_at
-    assert source._made_progress(reader) is fresh_budget  # type: ignore[arg-type]
+    assert earns_fresh_budget(live, failed_at, received_any, furthest_s,
+                              read_for_s) is fresh_budget
 
 
 def _packet(stream: av.video.stream.VideoStream, template: av.Packet, dts: int  # type: ignore[type-arg]

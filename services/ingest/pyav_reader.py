@@ -80,6 +80,11 @@ def is_local_path(url: str) -> bool:
     return urlsplit(url).scheme.lower() in ("", "file")
 
 
+def is_live_protocol(url: str) -> bool:
+    """RTMP, RTSP, SRT: every connection joins the live edge, its clock restarts."""
+    return urlsplit(url).scheme.lower() in _LIVE_SCHEMES
+
+
 def read_timeout(url: str, settings: SourceSettings) -> float | None:
     """PyAV's read timeout, only where FFmpeg's rw_timeout cannot end a silent read."""
     scheme = urlsplit(url).scheme.lower()

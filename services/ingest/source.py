@@ -20,7 +20,12 @@ from services.backoff import Backoff, Deadline
 from services.config import SourceSettings
 from services.errors import SourceError, SourceStalled
 from services.ingest.edge import publisher_active
-from services.ingest.pyav_reader import FrameReader, RawSample, is_local_path
+from services.ingest.pyav_reader import (
+    FrameReader,
+    RawSample,
+    is_live_protocol,
+    is_local_path,
+)
 from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
 from services.stats import DropReason, StreamStats
@@ -34,6 +39,20 @@ log = logging.getLogger(__name__)
 #: A connection that read this long earns a fresh retry budget even if it did not get
 #: past the previous failure (a live source whose timestamps restart on reconnect).
 STEADY_READ_S = 10.0
+
+
+def earns_fresh_budget(live_protocol: bool, failed_at: float | None, received_any: bool,
+                       furthest_s: float | None, read_for_s: float) -> bool:
+    """Whether a failed connection earns a fresh retry budget. A live protocol's (RTMP,
+    RTSP, SRT) every connection is new content whose clock restarts: reading anything
+    counts. Elsewhere only getting past where the previous connection failed, or reading
+    steadily for a while: a reconnect that re-reads the same damaged head again and
+    again must run out of budget. Pure."""
+    if not received_any:
+        return False
+    if live_protocol or failed_at is None or read_for_s >= STEADY_READ_S:
+        return True
+    return furthest_s is not None and furthest_s > failed_at
 
 
 class EndReason(Enum):
@@ -86,6 +105,7 @@ class StreamSource:
         self.queue = queue
         # A file can wait for the classifier (nothing dropped); a live source cannot.
         self.backpressure = is_local_path(url)
+        self.live_protocol = is_live_protocol(url)
         self.notice = notice
         self.on_state = on_state
         # A registered stream outlives its publisher: keep retrying until removed.
@@ -127,14 +147,8 @@ class StreamSource:
         return EndReason.STOPPED
 
     def _made_progress(self, reader: FrameReader) -> bool:
-        """Whether a failed connection earns a fresh retry budget: only by getting past
-        where the previous one failed, or by reading steadily for a while. A reconnect
-        that re-reads the same damaged head again and again must run out of budget."""
-        if not reader.received_any:
-            return False
-        if self._failed_at is None or reader.read_for_s() >= STEADY_READ_S:
-            return True
-        return reader.furthest_s is not None and reader.furthest_s > self._failed_at
+        return earns_fresh_budget(self.live_protocol, self._failed_at, reader.received_any,
+                                  reader.furthest_s, reader.read_for_s())
 
     def _new_reader(self) -> FrameReader:
         loop = asyncio.get_running_loop()
