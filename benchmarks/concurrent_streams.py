@@ -336,6 +336,9 @@ def summary(best: int, outcomes: Mapping[int, bool], naive_bound: float) -> str:
     line = f"largest N passing: {best}; naive levels tried in this run: {tried}; "
     if naive is None or ratio is None:
         return line + f"naive sustained none (CPU bound {naive_bound:.1f}); no ratio"
+    if best == 0:  # nothing to compare: the service passed no level of this run
+        return line + (f"naive sustained {naive} live streams (CPU bound "
+                       f"{naive_bound:.1f}); no ratio (the service passed no level)")
     failed = smallest_failed_above(outcomes, naive)
     # An untried gap below the first failure leaves the naive figure a lower bound.
     exact = failed is not None and failed == naive + 1

@@ -85,3 +85,8 @@ def test_arguments() -> None:
     assert args.naive_search_tries == 3
     assert build_parser().parse_args([]).naive_search_tries == 4
     assert build_parser().parse_args(["--naive-streams", ""]).naive_streams == []
+
+
+def test_summary_gives_no_ratio_when_the_service_passed_no_level() -> None:
+    line = summary(0, {16: True}, naive_bound=15.6)
+    assert "no ratio" in line and "0.0x" not in line
