@@ -231,6 +231,27 @@ def test_the_remux_drops_and_counts_a_packet_whose_dts_goes_back(
     assert [o.key.rsplit("/", 1)[1] for o in objects][:1] == ["000000.ts"]
 
 
+def test_timestamps_that_restart_at_a_keyframe_start_a_new_segment(
+    clean_media: dict[str, Path],
+) -> None:
+    """An HLS discontinuity or a restarted encoder: the archive goes on at once, it does
+    not refuse every packet until the timestamps catch up with the old ones."""
+    with av.open(str(clean_media["ts"])) as container:
+        stream = container.streams.video[0]
+        packets = [p for p in container.demux(stream) if p.size]
+        copies = [_packet(stream, p, p.dts or 0) for p in packets]
+        objects: list[ArchiveObject] = []
+        segmenter = Segmenter(SessionPrefix("p", "s", "x"), stream, 60.0, objects.append)
+        time_base = float(stream.time_base or Fraction(1, 90000))
+        assert all(segmenter.add(p, (p.dts or 0) * time_base) for p in packets)
+        assert copies[0].is_keyframe
+        assert all(segmenter.add(p, (p.dts or 0) * time_base) for p in copies)  # again from 0
+        segmenter.finish()
+    assert segmenter.refused_packets == 0
+    assert [o.key.rsplit("/", 1)[1] for o in objects if o.key.endswith(".ts")] == [
+        "000000.ts", "000001.ts"]
+
+
 # --- the CLI against the stack -------------------------------------------------------------
 def _one_line_error_at_most(stderr: str) -> None:
     assert "Traceback" not in stderr, stderr

@@ -86,7 +86,12 @@ class Segmenter:
         dts = packet.dts  # in the input's time base; mux() rescales the packet
         if self._out is not None and dts is not None and self._last_dts is not None \
                 and dts <= self._last_dts:
-            return self._refuse()  # the muxer would refuse it too, with a log line
+            if not packet.is_keyframe:
+                return self._refuse()  # the muxer would refuse it too, with a log line
+            # Timestamps went back at a keyframe (an HLS discontinuity, a restarted
+            # encoder): a new segment starts here, instead of refusing every packet
+            # until the timestamps catch up with the old ones.
+            self._end_segment()
         if self._out is None:
             if not packet.is_keyframe:
                 return True  # a segment must start on a keyframe to play on its own
@@ -100,16 +105,20 @@ class Segmenter:
         except (av.error.FFmpegError, ValueError):
             # The muxer's bitstream filter refuses everything after a failure: end the
             # segment with what it holds, the next keyframe starts a fresh one.
-            if self._muxed:
-                self._close(self._last)
-            else:
-                self._out = self._buffer = None  # nothing in it worth keeping
+            self._end_segment()
             return self._refuse()
         self._muxed += 1
         if dts is not None:
             self._last_dts = dts
         self._last = max(self._last, time_s)
         return True
+
+    def _end_segment(self) -> None:
+        """Close the open segment with what it holds (nothing worth keeping: drop it)."""
+        if self._muxed:
+            self._close(self._last)
+        else:
+            self._out = self._buffer = None
 
     def _refuse(self) -> bool:
         self.refused_packets += 1
