@@ -4,6 +4,7 @@ local stack."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import logging
@@ -27,6 +28,7 @@ from services.api.body import (
     parse_json,
     parse_multipart,
     parse_urlencoded,
+    read_bytes,
     read_form,
     read_json,
     read_text,
@@ -275,6 +277,11 @@ async def _echo_sdp(request: web.Request) -> web.Response:
     return web.Response(text=await read_text(request, ("application/sdp",), 1024))
 
 
+async def _echo_slowly(request: web.Request) -> web.Response:
+    return web.Response(body=await read_bytes(request, ("application/octet-stream",),
+                                              timeout_s=0.3))
+
+
 async def _broken(request: web.Request) -> web.Response:
     raise RuntimeError("a bug")
 
@@ -284,7 +291,8 @@ async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
     app = web.Application(client_max_size=4096, middlewares=[error_middleware],
                           handler_args={"auto_decompress": False})
     app.add_routes([web.post("/json", _echo_json), web.post("/form", _echo_form),
-                    web.post("/sdp", _echo_sdp), web.get("/broken", _broken)])
+                    web.post("/sdp", _echo_sdp), web.post("/slow", _echo_slowly),
+                    web.get("/broken", _broken)])
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 
@@ -371,3 +379,19 @@ def test_lone_surrogates_are_refused_where_json_is_read(text: str) -> None:
         loads(text)
     with pytest.raises(ValueError, match="not valid Unicode"):
         archivable(text.encode())
+
+
+async def test_a_body_that_trickles_in_is_refused_in_time(
+        client: TestClient[web.Request, web.Application]) -> None:
+    arrived = asyncio.Event()
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b"x"
+        await arrived.wait()  # never set: the rest never comes
+        yield b"y"
+
+    async with asyncio.timeout(10), client.post(
+            "/slow", data=trickle(), headers={"Content-Type": "application/octet-stream"}
+    ) as response:
+        assert response.status == 408
+        assert "did not arrive" in (await response.json())["error"]

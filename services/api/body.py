@@ -10,6 +10,7 @@ instead of failing inside the protocol with a plain-text answer.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import Sequence
 from email import policy
@@ -174,28 +175,40 @@ def _media_type(request: web.Request) -> str | None:
 
 
 async def read_bytes(request: web.Request, allowed: Sequence[str],
-                     limit: int | None = None, *, type_required: bool = False) -> bytes:
-    """The body, size-capped and inflated, after its type and charset are checked."""
+                     limit: int | None = None, *, type_required: bool = False,
+                     timeout_s: float | None = None) -> bytes:
+    """The body, size-capped and inflated, after its type and charset are checked; it
+    must arrive within ``timeout_s`` (default ``BODY_READ_TIMEOUT_S``: 408)."""
     cap = _limit(request, limit)
     encoding = request.headers.get(hdrs.CONTENT_ENCODING, "")
     check_length(request.content_length, cap)
     check_encoding(encoding)
     check_media_type(_media_type(request), allowed, required=type_required)
     check_charset(request.charset)
-    return inflate(await _read_capped(request, cap), encoding, cap)
+    body = await _read_capped(request, cap, timeout_s or BODY_READ_TIMEOUT_S)
+    return inflate(body, encoding, cap)
 
 
-async def _read_capped(request: web.Request, cap: int) -> bytes:
+#: A body must arrive within this long: a client trickling a byte every few seconds
+#: would otherwise hold a handler (and its memory) open for as long as it likes.
+BODY_READ_TIMEOUT_S = 30.0
+
+
+async def _read_capped(request: web.Request, cap: int, timeout_s: float) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        while chunk := await request.content.read(_READ_CHUNK):
-            size += len(chunk)
-            if size > cap:
-                raise BodyError(f"body is larger than {cap} bytes", 413)
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout_s):
+            while chunk := await request.content.read(_READ_CHUNK):
+                size += len(chunk)
+                if size > cap:
+                    raise BodyError(f"body is larger than {cap} bytes", 413)
+                chunks.append(chunk)
     except web.RequestPayloadError as error:  # e.g. broken chunked framing
         raise BodyError(f"body could not be read: {error}", 400,
+                        close_connection=True) from None
+    except TimeoutError:
+        raise BodyError(f"the body did not arrive within {timeout_s:g} s", 408,
                         close_connection=True) from None
     return b"".join(chunks)
 
