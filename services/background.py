@@ -9,7 +9,6 @@ loop cannot skip the rest of a shutdown.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -53,8 +52,9 @@ class BackgroundTask:
         task, self._task = self._task, None
         _STARTED.discard(self)
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # wait(), not await: a cancel aimed at whoever is stopping us (a shutdown's time
+        # limit) must reach them, not be swallowed with the task's own.
+        await asyncio.wait({task})
         return True
 
     @property

@@ -193,7 +193,7 @@ def _block_flag(flag_id: str, detected_at: Any = None) -> dict[str, Any]:
             "detected_at": NOW.isoformat() if detected_at is None else detected_at}
 
 
-def test_the_alert_dispatcher_quarantines_what_it_cannot_handle_and_alerts_the_rest(
+async def test_the_alert_dispatcher_quarantines_what_it_cannot_handle_and_alerts_the_rest(
     tmp_path: Path, reported: list[tuple[str, dict[str, Any]]],
 ) -> None:
     settings = _settings(tmp_path)
@@ -206,10 +206,10 @@ def test_the_alert_dispatcher_quarantines_what_it_cannot_handle_and_alerts_the_r
               _record(json.dumps(_block_flag("\ud800")).encode(), flags, 4),  # lone surrogate
               _record(b"[" * 50_000, flags, 5)]  # nested too deeply
     for record in poison:
-        dispatcher._handle(record)
-    dispatcher._handle(_record(json.dumps({"flag_id": "x", "at": "never"}).encode(),
+        await dispatcher.handle(record)
+    await dispatcher.handle(_record(json.dumps({"flag_id": "x", "at": "never"}).encode(),
                                actions, 6))
-    dispatcher._handle(_record(json.dumps(_block_flag("good")).encode(), flags, 7))
+    await dispatcher.handle(_record(json.dumps(_block_flag("good")).encode(), flags, 7))
     assert dispatcher.skipped == len(poison)
     assert _counter(POISON_RECORDS, "alert-dispatcher", flags) == before + len(poison)
     assert sorted(d["offset"] for kind, d in reported if kind == incidents.POISON_RECORD) \

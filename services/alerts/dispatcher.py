@@ -8,6 +8,7 @@ neither loses nor (beyond the spool's dedup by id) repeats one.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -92,14 +93,14 @@ class AlertDispatcher:
                 batch = await consumer.getmany(timeout_ms=500)
                 for messages in batch.values():
                     for message in messages:
-                        self._handle(message)
+                        await self.handle(message)
                 if batch:
                     await consumer.commit()  # the alerts are in the spool by now
             except KafkaError as error:  # aiokafka reconnects by itself
                 log.warning("alert dispatcher: %s", error)
             await self.lag.update(consumer)
 
-    def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """One record; one that cannot be handled is quarantined, the rest go on."""
         try:
             alert = self._read(record)
@@ -108,7 +109,8 @@ class AlertDispatcher:
             incidents.quarantine_record("alert-dispatcher", record, incidents.describe(error))
             return
         if alert is not None:
-            self._spool(*alert)
+            await asyncio.to_thread(self._spool, *alert)  # on disk: not on the event loop
+            self.sender.notify()
 
     def _read(self, record: ConsumerRecord[bytes, bytes]
               ) -> tuple[dict[str, Any], bytes, dict[str, str]] | None:
@@ -133,7 +135,6 @@ class AlertDispatcher:
             self.sender.spool.put(item, body, {"url": url})
         ALERTS_SENT.labels(alert["kind"]).inc()
         log.warning("alert: %s on stream %s", alert["kind"], alert.get("stream_id"))
-        self.sender.notify()
 
     def _remember(self, flag: dict[str, Any]) -> None:
         self._flag_times[str(flag["id"])] = datetime.fromisoformat(flag["detected_at"])
