@@ -247,10 +247,24 @@ class Service:
         self._replace_finished_whip(stream_id)
         self._check_free(stream_id)
         session, answer = await answer_offer(stream_id, sdp)
+        try:
+            self._check_free(stream_id)  # again: another offer may have won the await
+            self._watch_whip(session, StreamRecord(stream_id, provider_id, host_id,
+                                                   "webrtc", "whip"))
+        except BaseException:
+            await session.close()  # never leave a peer connection open behind an error
+            raise
+        self.whip[session.session_id] = session
+        reaper = asyncio.create_task(self._reap_unconnected(session),
+                                     name=f"whip-reaper:{session.session_id}")
+        self.whip_reapers.add(reaper)
+        reaper.add_done_callback(self.whip_reapers.discard)
+        return session.session_id, answer
+
+    def _watch_whip(self, session: WhipSession, record: StreamRecord) -> None:
         track = session.video.result()
-        record = StreamRecord(stream_id, provider_id, host_id, "webrtc", "whip")
-        self.whip_records[stream_id] = record
-        archive = self.app.archive_for(StreamIdentity(stream_id, provider_id, host_id))
+        identity = StreamIdentity(record.stream_id, record.provider_id, record.host_id)
+        archive = self.app.archive_for(identity)
         recorder = FrameRecorder(archive, self.settings.archive) if archive else None
 
         def make_source(sampler: IntervalSampler, stats: StreamStats,
@@ -258,12 +272,7 @@ class Service:
             return WebRtcSource(track, sampler, stats, queue, recorder)
 
         self.supervisor.watch_source(record, make_source, archive)
-        self.whip[session.session_id] = session
-        reaper = asyncio.create_task(self._reap_unconnected(session),
-                                     name=f"whip-reaper:{session.session_id}")
-        self.whip_reapers.add(reaper)
-        reaper.add_done_callback(self.whip_reapers.discard)
-        return session.session_id, answer
+        self.whip_records[record.stream_id] = record
 
     async def _reap_unconnected(self, session: WhipSession) -> None:
         timeout_s = self.settings.api.whip_connect_timeout_s
