@@ -128,3 +128,16 @@ def test_every_spool_of_a_process_fits_under_the_cap(tmp_path: Path) -> None:
     spools = make_spools(settings)
     assert {"alerts", "action-webhooks", "flags", "objects"} <= set(spools)
     assert sum(spool.max_bytes for spool in spools.values()) <= settings.max_bytes
+
+
+def test_a_decompression_bomb_picture_is_unsupported_media(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image as PILImage
+
+    from services.commands.classify import read_still
+    from services.errors import UnsupportedMedia
+
+    PILImage.new("L", (64, 64)).save(tmp_path / "big.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # 64x64 is over twice that
+    with pytest.raises(UnsupportedMedia, match="exceeds limit"):
+        read_still(tmp_path / "big.png")

@@ -47,6 +47,8 @@ def read_still(path: Path) -> Image:
     try:
         with PILImage.open(path) as picture:
             return bgr_from_picture(ImageOps.exif_transpose(picture))
+    except PILImage.DecompressionBombError as error:  # not an OSError: a picture too big
+        raise UnsupportedMedia(f"{path}: {error}") from None
     except (UnidentifiedImageError, OSError, ValueError):
         pass  # formats PIL lacks may still be in OpenCV's build
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
