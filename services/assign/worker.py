@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
@@ -41,8 +42,10 @@ log = logging.getLogger(__name__)
 
 class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, kafka: KafkaSettings, ingest: IngestSettings,
-                 supervisor: StreamSupervisor, worker_id: str) -> None:
+                 supervisor: StreamSupervisor, worker_id: str,
+                 make_consumer: Callable[[], AIOKafkaConsumer] | None = None) -> None:
         self.kafka = kafka
+        self._make_consumer = make_consumer or self._group_consumer
         self.ingest = ingest
         self.supervisor = supervisor
         self.worker_id = worker_id
@@ -71,10 +74,8 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     def partitions(self) -> list[int]:
         return sorted(tp.partition for tp in self.desired)
 
-    async def start(self) -> None:
-        if self._consumer is not None:
-            return
-        self._consumer = AIOKafkaConsumer(
+    def _group_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
             bootstrap_servers=self.kafka.bootstrap_servers, group_id=self.ingest.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=self.ingest.session_timeout_ms,
@@ -88,6 +89,11 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             # for the session timeout instead of the rebalance timeout.
             partition_assignment_strategy=(sticky_assignor(self.worker_id),),
             client_id=f"{self.kafka.client_id}-{self.worker_id}")
+
+    async def start(self) -> None:
+        if self._consumer is not None:
+            return
+        self._consumer = self._make_consumer()
         self._consumer.subscribe([self.ingest.streams_topic], listener=self)
         try:  # set before start: the rebalance callbacks use it
             await start_consumer(self._consumer, "assignment worker")
