@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api.access import access_middleware
+from services.api.access import ACTOR, access_middleware
 from services.api.archive_routes import add_archive_routes
 from services.api.auth import auth_middleware, requires
 from services.api.body import (
@@ -25,7 +25,6 @@ from services.api.evidence_routes import add_evidence_routes
 from services.api.provider_routes import add_provider_routes
 from services.api.service import Service
 from services.background import task_report
-from services.console.routes import add_action_routes, add_console_routes
 from services.errors import InvalidStreamId
 from services.ids import validate_id
 from services.ingest.keys import KeyRefused
@@ -90,6 +89,14 @@ async def delete_stream(request: web.Request) -> web.Response:
     stream_id = _stream_id(request)
     await _service(request).remove(stream_id)
     return web.Response(status=204)
+
+
+@requires("moderator", "admin")
+async def post_action(request: web.Request) -> web.Response:
+    """A moderator's decision on a flag (the console posts here too)."""
+    actor = request.get(ACTOR, "anonymous")
+    message = await _service(request).take_action(await read_json(request), actor)
+    return web.json_response(message, status=201)
 
 
 @requires("platform", "admin")
@@ -214,7 +221,5 @@ def build_app(service: Service) -> web.Application:
     add_archive_routes(app, service)
     add_provider_routes(app, service)
     add_evidence_routes(app, service)
-    add_action_routes(app, service)
-    if "console" in service.roles:
-        add_console_routes(app, service)
+    app.add_routes([web.post("/v1/actions", post_action)])
     return app

@@ -28,7 +28,6 @@ from services.flags.text import encode as encode_flag
 from services.flags.text import report_flag, report_log_line
 from services.ingest.keys import KeyClaims, KeyRefused, StreamKeys
 from services.ingest.registry import RegistryError, StreamRecord
-from services.ingest.supervisor import StreamSupervisor
 from services.ingest.webrtc import WebRtcSource, WhipSession, answer_offer
 from services.kafka import ConsumerLag, ensure_topics
 from services.logs.archiver import LogArchiver
@@ -36,6 +35,7 @@ from services.moderation.actions import action_message, parse_action
 from services.moderation.feed import FlagFeed
 from services.observability import ServiceCollector
 from services.pipeline.stream import Source, StreamIdentity
+from services.pipeline.supervisor import StreamSupervisor
 from services.providers.desk import ProviderDesk
 from services.providers.gate import IngestRequest
 from services.queues import LatestQueue

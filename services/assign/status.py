@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 from services.assign.records import encode_status
 from services.background import BackgroundTask
 from services.config import IngestSettings, KafkaSettings
-from services.ingest.supervisor import StreamSupervisor
+from services.pipeline.supervisor import StreamSupervisor
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from services.events import Lifecycle
 from services.ids import validate_id
 from services.incidents import describe, quarantine_record
 from services.ingest.registry import StreamRecord
-from services.ingest.supervisor import StreamSupervisor
 from services.kafka import ConsumerLag, start_consumer
+from services.pipeline.supervisor import StreamSupervisor
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from services import incidents
 from services.api.routes import build_app
 from services.api.service import Service, parse_roles
 from services.config import load_settings
+from services.console.routes import add_console_routes
 from services.errors import ConfigError
 from services.events import Lifecycle
 from services.ingest.webrtc import pin_ice_host_addresses
@@ -37,7 +38,10 @@ def bind_listener(host: str, port: int) -> socket.socket:
 
 async def _start_http(service: Service, listener: socket.socket) -> tuple[web.AppRunner, int]:
     # Short: open console event streams must not hold a graceful stop for a minute.
-    runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False,
+    app = build_app(service)
+    if {"api", "console"} <= service.roles:  # the console's pages sit on top of the API
+        add_console_routes(app, service)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            shutdown_timeout=3.0)
     await runner.setup()
     await web.SockSite(runner, listener).start()

@@ -10,9 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api.access import ACTOR
 from services.api.auth import CONSOLE_COOKIE, match_token, requires
-from services.api.body import read_form, read_json
+from services.api.body import read_form
 from services.api.service import Service
 from services.console.pages import LOGIN, QUEUE, REPLAY
 
@@ -107,13 +106,6 @@ async def _send(response: web.StreamResponse, flag: dict[str, Any]) -> None:
     await response.write(f"id: {flag['id']}\ndata: {data}\n\n".encode())
 
 
-@requires("moderator", "admin")
-async def post_action(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    message = await service.take_action(await read_json(request), request.get(ACTOR, "anonymous"))
-    return web.json_response(message, status=201)
-
-
 def add_console_routes(app: web.Application, service: Service) -> None:
     app[SERVICE] = service
     app.add_routes([
@@ -122,7 +114,3 @@ def add_console_routes(app: web.Application, service: Service) -> None:
         web.get("/console/replay", replay_page), web.static("/console/static", STATIC),
     ])
 
-
-def add_action_routes(app: web.Application, service: Service) -> None:
-    app[SERVICE] = service
-    app.add_routes([web.post("/v1/actions", post_action)])

@@ -6,16 +6,30 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from services.flags.model import SCHEMA_VERSION
-from services.ingest.registry import StreamRecord
 from services.logs.lines import line_id
+
+
+class ReportedStream(Protocol):
+    """The registered stream a report names (``services.ingest.registry.StreamRecord``;
+    the flags stage does not import ingest)."""
+
+    @property
+    def stream_id(self) -> str: ...
+
+    @property
+    def provider_id(self) -> str: ...
+
+    @property
+    def host_id(self) -> str | None: ...
+
 
 _NAMESPACE = uuid.UUID("6c1b7f52-93a4-4f0e-a1d2-7e5b9c3d2f10")
 
 
-def report_flag(record: StreamRecord, report: dict[str, Any], now: datetime) -> dict[str, Any]:
+def report_flag(record: ReportedStream, report: dict[str, Any], now: datetime) -> dict[str, Any]:
     name = f"report|{record.stream_id}|{report['reporter_id']}|{now.isoformat()}"
     return {"id": str(uuid.uuid5(_NAMESPACE, name)), "schema_version": SCHEMA_VERSION,
             "source": "report", "stream_id": record.stream_id,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from services.assign.directory import StreamDirectory
 from services.events import EventLog, Lifecycle
 from services.ingest.registry import RegistryError
 from services.logs.oplog import OperationLog
@@ -36,8 +35,21 @@ def today() -> Any:
     return datetime.now(UTC).date()
 
 
+class ProviderStore(Protocol):
+    """Where provider records live (``services.assign.directory.StreamDirectory``: a
+    compacted Kafka topic read by every node); providers do not import the registry."""
+
+    @property
+    def providers(self) -> dict[str, Provider]: ...
+
+    @property
+    def blacklisted_hosts(self) -> set[str]: ...
+
+    async def put_provider(self, provider: Provider) -> None: ...
+
+
 class ProviderDesk:
-    def __init__(self, directory: StreamDirectory, events: EventLog, oplog: OperationLog,
+    def __init__(self, directory: ProviderStore, events: EventLog, oplog: OperationLog,
                  enforce: bool) -> None:
         self.directory = directory
         self.events = events

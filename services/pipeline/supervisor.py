@@ -6,15 +6,14 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from services.app import ModerationApp
 from services.archive.segments import StreamArchive
-from services.config import SourceSettings
+from services.config import Settings, SourceSettings
 from services.errors import StreamWardenError
-from services.events import Lifecycle
+from services.events import EventLog, Lifecycle
 from services.ingest.registry import StreamRecord
-from services.ingest.source import EndReason, SourceState
+from services.ingest.source import EndReason, SourceState, StateListener
 from services.pipeline.stream import (
     PipelineObserver,
     SampleResult,
@@ -51,10 +50,31 @@ class Watch:
                 "last_flag": self.last_flag}
 
 
+class PipelineMaker(Protocol):
+    """What the supervisor needs of the composition root (``services.app``), which it
+    must not import: it makes pipelines and keeps the event log."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def events(self) -> EventLog: ...
+
+    def pipeline(self, identity: StreamIdentity, url: str,
+                 observer: PipelineObserver | None = None,
+                 on_state: StateListener | None = None,
+                 source_settings: SourceSettings | None = None,
+                 end_on_unpublish: bool = True) -> StreamPipeline: ...
+
+    def pipeline_from(self, identity: StreamIdentity, make_source: SourceFactory,
+                      observer: PipelineObserver | None = None,
+                      archive: StreamArchive | None = None) -> StreamPipeline: ...
+
+
 class StreamSupervisor:
     """Starts, watches and stops the pipelines of one process."""
 
-    def __init__(self, app: ModerationApp) -> None:
+    def __init__(self, app: PipelineMaker) -> None:
         self.app = app
         self.watches: dict[str, Watch] = {}
 
