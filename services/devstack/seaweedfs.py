@@ -141,7 +141,8 @@ def argv(layout: Layout, ports: Ports, cert: Path, key: Path) -> list[str]:
     ]
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (reaping it first if it is our finished child)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
     try:
@@ -156,10 +157,10 @@ def _alive(pid: int) -> bool:
 def _wait_gone(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not alive(pid):
             return True
         time.sleep(0.05)
-    return not _alive(pid)
+    return not alive(pid)
 
 
 def leftover_sockets(ports: Ports) -> list[Path]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -21,6 +20,7 @@ from pathlib import Path
 from string import Template
 
 from services.devstack import seaweedfs
+from services.devstack.seaweedfs import alive as _alive
 from services.devstack.tls import write_local_tls
 
 ACCESS_KEY = "streamwarden"
@@ -252,17 +252,6 @@ def _new_secrets() -> dict[str, str]:
     return values
 
 
-def _alive(pid: int) -> bool:
-    _reap(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _terminate(pid: int, grace_s: float = 5.0) -> None:
     try:
         os.killpg(pid, signal.SIGCONT)  # a paused server (outage tests) cannot exit
@@ -271,12 +260,6 @@ def _terminate(pid: int, grace_s: float = 5.0) -> None:
         return
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and _alive(pid):
-        _reap(pid)
         time.sleep(0.05)
     if _alive(pid):
         os.killpg(pid, signal.SIGKILL)
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
