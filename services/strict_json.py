@@ -11,6 +11,8 @@ import json
 import math
 from typing import Any, NoReturn
 
+from services.errors import JsonOutOfBounds, MalformedJson
+
 MAX_DEPTH = 64
 #: Longest integer accepted, in digits (a signed 64-bit integer has 19).
 MAX_INTEGER_DIGITS = 40
@@ -18,17 +20,9 @@ MAX_INTEGER_DIGITS = 40
 MAX_FLOAT_CHARS = 64
 
 
-class JsonRefused(ValueError):
-    """Text that is not JSON (400) or JSON outside the bounds above (422)."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def _integer(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
-        raise JsonRefused(f"an integer has more than {MAX_INTEGER_DIGITS} digits", 422)
+        raise JsonOutOfBounds(f"an integer has more than {MAX_INTEGER_DIGITS} digits")
     return int(text)
 
 
@@ -36,12 +30,12 @@ def _float(text: str) -> float:
     value = float(text)
     if len(text) > MAX_FLOAT_CHARS or not math.isfinite(value):
         shown = text if len(text) <= 24 else f"{text[:24]}..."
-        raise JsonRefused(f"the number {shown} is out of range", 422)
+        raise JsonOutOfBounds(f"the number {shown} is out of range")
     return value
 
 
 def _constant(name: str) -> NoReturn:
-    raise JsonRefused(f"{name} is not a JSON value", 400)
+    raise MalformedJson(f"{name} is not a JSON value")
 
 
 def depth_of(value: Any) -> int:
@@ -70,8 +64,7 @@ def _check_text(*texts: str) -> None:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise JsonRefused("a string is not valid Unicode (a lone surrogate escape)",
-                              400) from None
+            raise MalformedJson("a string is not valid Unicode (a lone surrogate escape)") from None
 
 
 def loads(text: str) -> Any:
@@ -80,10 +73,10 @@ def loads(text: str) -> Any:
         value = json.loads(text, parse_int=_integer, parse_float=_float,
                            parse_constant=_constant)
     except RecursionError:  # the C parser's own bound, far above ours
-        raise JsonRefused(f"JSON is nested deeper than {MAX_DEPTH} levels", 422) from None
+        raise JsonOutOfBounds(f"JSON is nested deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as error:
-        raise JsonRefused(f"body is not valid JSON: {error.msg} at line {error.lineno} "
-                          f"column {error.colno}", 400) from None
+        raise MalformedJson(f"body is not valid JSON: {error.msg} at line {error.lineno} "
+                          f"column {error.colno}") from None
     if depth_of(value) > MAX_DEPTH:
-        raise JsonRefused(f"JSON is nested deeper than {MAX_DEPTH} levels", 422)
+        raise JsonOutOfBounds(f"JSON is nested deeper than {MAX_DEPTH} levels")
     return value

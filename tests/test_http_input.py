@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.api.body import (
-    BodyError,
     check_charset,
     check_encoding,
     check_media_type,
@@ -33,12 +32,13 @@ from services.api.body import (
     read_json,
     read_text,
 )
-from services.api.errors import error_middleware
-from services.evidence.query import EvidenceError, parse_query
-from services.ingest.registry import RegistryError, validate_pull_url
-from services.ingest.sdp_offer import WhipError, check_offer
+from services.api.errors import error_middleware, status_for
+from services.errors import BodyRefused, InvalidQuery, InvalidRequest, JsonRefused, Unprocessable
+from services.evidence.query import parse_query
+from services.ingest.registry import validate_pull_url
+from services.ingest.sdp_offer import check_offer
 from services.logs.lines import parse_lines
-from services.strict_json import MAX_DEPTH, JsonRefused, loads
+from services.strict_json import MAX_DEPTH, loads
 from tests.bad_offers import BAD_OFFERS, BASE_OFFER, RAISED_BY_AIORTC
 
 pytestmark = pytest.mark.timeout(30)
@@ -67,7 +67,7 @@ def _field(name: str, value: bytes) -> bytes:
 def test_strict_json_refuses_what_breaks_later(text: str, status: int, words: str) -> None:
     with pytest.raises(JsonRefused) as caught:
         loads(text)
-    assert caught.value.status == status and words in str(caught.value)
+    assert status_for(caught.value) == status and words in str(caught.value)
 
 
 def test_strict_json_keeps_ordinary_documents() -> None:
@@ -85,7 +85,7 @@ def test_strict_json_only_ever_raises_json_refused(text: str) -> None:
     try:
         loads(text)
     except JsonRefused as error:
-        assert error.status in (400, 422)
+        assert status_for(error) in (400, 422)
 
 
 # --- body layer: pure checks ----------------------------------------------------------
@@ -93,22 +93,22 @@ def test_charsets_other_than_utf8_are_refused() -> None:
     for ok in (None, "utf-8", "UTF-8", '"utf-8"', "us-ascii", "utf8"):
         check_charset(ok)
     for bad in ("bogus", "utf-16", "latin-1", ""):
-        with pytest.raises(BodyError) as caught:
+        with pytest.raises(BodyRefused) as caught:
             check_charset(bad)
-        assert caught.value.status == 415
+        assert status_for(caught.value) == 415
 
 
 def test_media_types_and_encodings() -> None:
     check_media_type(None, ("application/json",))
     check_media_type("application/problem+json", ("application/json",))
     for declared, required in (("text/plain", False), (None, True)):
-        with pytest.raises(BodyError) as caught:
+        with pytest.raises(BodyRefused) as caught:
             check_media_type(declared, ("application/sdp",), required=required)
-        assert caught.value.status == 415 and "application/sdp" in str(caught.value)
+        assert status_for(caught.value) == 415 and "application/sdp" in str(caught.value)
     for ok in ("", "identity", "gzip", "GZIP ", "deflate", "x-gzip"):
         check_encoding(ok)
     for bad in ("br", "compress", "gzip, gzip", "bogus"):
-        with pytest.raises(BodyError, match="not supported"):
+        with pytest.raises(BodyRefused, match="not supported"):
             check_encoding(bad)
 
 
@@ -121,9 +121,9 @@ def test_media_types_and_encodings() -> None:
 ])
 def test_broken_or_oversized_encodings(raw: bytes, encoding: str, status: int,
                                        words: str) -> None:
-    with pytest.raises(BodyError) as caught:
+    with pytest.raises(BodyRefused) as caught:
         inflate(raw, encoding, 4096)
-    assert caught.value.status == status and words in str(caught.value)
+    assert status_for(caught.value) == status and words in str(caught.value)
 
 
 def test_good_encodings_inflate() -> None:
@@ -134,9 +134,9 @@ def test_good_encodings_inflate() -> None:
 
 def test_invalid_utf8_json_is_400() -> None:
     for raw in (b'{"a": "\xff"}', '{"a": 1}'.encode("utf-16")):
-        with pytest.raises(BodyError, match="not valid UTF-8") as caught:
+        with pytest.raises(BodyRefused, match="not valid UTF-8") as caught:
             parse_json(raw)
-        assert caught.value.status == 400
+        assert status_for(caught.value) == 400
 
 
 def test_forms() -> None:
@@ -144,9 +144,9 @@ def test_forms() -> None:
         {"name": "k", "addr": "1.2.3.4"}
     for raw, words in ((b"name=%ff", "UTF-8"), (b"\xff=1", "UTF-8"),
                        (b"a=1&" * 200, "too many fields")):
-        with pytest.raises(BodyError) as caught:
+        with pytest.raises(BodyRefused) as caught:
             parse_urlencoded(raw)
-        assert caught.value.status == 400
+        assert status_for(caught.value) == 400
         assert words.lower() in str(caught.value).lower() or "form" in str(caught.value)
 
 
@@ -162,9 +162,9 @@ def test_forms() -> None:
     (b"", MULTIPART, "malformed"), (b"garbage", MULTIPART, "malformed"),
 ])
 def test_broken_multipart_is_400(raw: bytes, content_type: str, words: str) -> None:
-    with pytest.raises(BodyError) as caught:
+    with pytest.raises(BodyRefused) as caught:
         parse_multipart(raw, content_type)
-    assert caught.value.status == 400 and words in str(caught.value)
+    assert status_for(caught.value) == 400 and words in str(caught.value)
 
 
 def test_good_multipart() -> None:
@@ -181,9 +181,9 @@ def test_good_multipart() -> None:
     ("rtmp://host/li ve", "control characters"), ("ftp://host/x", "scheme"),
 ])
 def test_bad_pull_urls_are_422(url: str, words: str) -> None:
-    with pytest.raises(RegistryError) as caught:
+    with pytest.raises(Unprocessable) as caught:
         validate_pull_url(url)
-    assert caught.value.status == 422 and words in str(caught.value)
+    assert status_for(caught.value) == 422 and words in str(caught.value)
 
 
 def test_good_pull_urls() -> None:
@@ -222,9 +222,9 @@ def test_log_lines_out_of_range_or_oversized_are_refused_by_line() -> None:
 ])
 def test_evidence_ranges_out_of_bounds(start: str, end: str, status: int,
                                        words: str) -> None:
-    with pytest.raises(EvidenceError) as caught:
+    with pytest.raises(InvalidQuery) as caught:
         parse_query({"case": "CASE-1", "from": start, "to": end, "stream_id": "s"})
-    assert caught.value.status == status and words in str(caught.value)
+    assert status_for(caught.value) == status and words in str(caught.value)
 
 
 # --- SDP offers -------------------------------------------------------------------------
@@ -235,9 +235,9 @@ def test_the_base_offer_passes() -> None:
 @pytest.mark.parametrize("name", sorted(BAD_OFFERS))
 def test_bad_offers_are_named_before_aiortc(name: str) -> None:
     offer, status, words = BAD_OFFERS[name]
-    with pytest.raises(WhipError) as caught:
+    with pytest.raises(InvalidRequest) as caught:
         check_offer(offer)
-    assert caught.value.status == status and words in str(caught.value), str(caught.value)
+    assert status_for(caught.value) == status and words in str(caught.value), str(caught.value)
 
 
 async def test_what_aiortc_raises_on_is_a_4xx_and_closes_the_peer(
@@ -257,9 +257,9 @@ async def test_what_aiortc_raises_on_is_a_4xx_and_closes_the_peer(
     monkeypatch.setattr(webrtc, "check_offer", lambda sdp: None)
     monkeypatch.setattr(webrtc, "RTCPeerConnection", Recorded)
     for name in RAISED_BY_AIORTC:
-        with pytest.raises(WhipError) as caught:
+        with pytest.raises(InvalidRequest) as caught:
             await webrtc.answer_offer("s", BAD_OFFERS[name][0])
-        assert caught.value.status in (400, 422), name
+        assert status_for(caught.value) in (400, 422), name
     assert len(opened) == len(RAISED_BY_AIORTC)
     assert all(pc.connectionState == "closed" for pc in opened)
 
@@ -373,7 +373,7 @@ async def test_fuzzed_bodies_never_500(client: TestClient[web.Request, web.Appli
 def test_lone_surrogates_are_refused_where_json_is_read(text: str) -> None:
     """They parse, then break every UTF-8 encode later (a 500, lost chat flags)."""
     from services.logs.archiver import archivable
-    from services.strict_json import JsonRefused, loads
+    from services.strict_json import loads
 
     with pytest.raises(JsonRefused, match="not valid Unicode"):
         loads(text)

@@ -12,9 +12,8 @@ from services.api.body import read_json
 from services.api.service import Service
 from services.archive.holds import HoldRequest, set_hold, validate_case
 from services.archive.playback import list_sessions, signed_playlist
-from services.errors import ConfigError, InvalidStreamId
+from services.errors import ConfigError, InvalidRequest, InvalidStreamId, Unprocessable
 from services.ids import validate_id
-from services.ingest.registry import RegistryError
 
 SERVICE: web.AppKey[Service] = web.AppKey("archive-service", Service)
 #: Presigned segment URLs stay valid this long unless the caller asks for less.
@@ -26,7 +25,7 @@ def _ids(request: web.Request) -> tuple[str, str]:
         return (validate_id(request.match_info["provider_id"], "provider id"),
                 validate_id(request.match_info["stream_id"]))
     except InvalidStreamId as error:
-        raise RegistryError(str(error), 400) from None
+        raise InvalidRequest(str(error)) from None
 
 
 @requires("moderator", "investigator", "admin")
@@ -47,9 +46,9 @@ async def archive_playlist(request: web.Request) -> web.Response:
     try:
         expires = min(int(request.query.get("expires_s", "3600")), _MAX_EXPIRES_S)
     except ValueError:
-        raise RegistryError("expires_s must be a whole number of seconds", 400) from None
+        raise InvalidRequest("expires_s must be a whole number of seconds") from None
     if expires < 60:
-        raise RegistryError("expires_s must be at least 60", 400)
+        raise InvalidRequest("expires_s must be at least 60")
     body = await signed_playlist(request.app[SERVICE].app.store, provider, stream, session,
                                  expires)
     return web.Response(body=body, content_type="application/vnd.apple.mpegurl",
@@ -79,13 +78,13 @@ async def _hold(request: web.Request, on: bool) -> web.Response:
 
 def _hold_request(body: Any, actor: str) -> HoldRequest:
     if not isinstance(body, dict):
-        raise RegistryError("the body must be a JSON object", 422)
+        raise Unprocessable("the body must be a JSON object")
     try:
         case = validate_case(str(body.get("case", "")))
         provider = validate_id(str(body.get("provider_id", "")), "provider id")
         stream = validate_id(str(body.get("stream_id", "")))
     except (ConfigError, InvalidStreamId) as error:
-        raise RegistryError(str(error), 422) from None
+        raise Unprocessable(str(error)) from None
     session = _session(str(body["session"])) if body.get("session") else None
     return HoldRequest(case, provider, stream, session, actor)
 
@@ -94,7 +93,7 @@ def _session(value: str) -> str:
     try:
         return validate_id(value, "session")
     except InvalidStreamId as error:
-        raise RegistryError(str(error), 400) from None
+        raise InvalidRequest(str(error)) from None
 
 
 def add_archive_routes(app: web.Application, service: Service) -> None:

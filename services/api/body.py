@@ -21,8 +21,14 @@ from urllib.parse import parse_qsl
 
 from aiohttp import hdrs, web
 
-from services.errors import StreamWardenError
-from services.strict_json import JsonRefused, loads
+from services.errors import (
+    BodyTimeout,
+    BodyTooLarge,
+    MalformedBody,
+    Unprocessable,
+    UnsupportedBodyType,
+)
+from services.strict_json import loads
 
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -38,29 +44,16 @@ MAX_FORM_FIELDS = 100
 _READ_CHUNK = 64 * 1024
 
 
-class BodyError(StreamWardenError):
-    """A request body the edge refuses; ``status`` is the HTTP status to answer with.
-
-    ``close_connection``: the rest of the body is unread or unreadable, so the answer
-    closes the connection instead of keeping it alive for another request.
-    """
-
-    def __init__(self, message: str, status: int, *, close_connection: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.close_connection = close_connection or status == 413
-
-
 # --- pure checks ----------------------------------------------------------------------
 def check_length(declared: int | None, limit: int) -> None:
     if declared is not None and declared > limit:
-        raise BodyError(f"body is larger than {limit} bytes", 413)
+        raise BodyTooLarge(f"body is larger than {limit} bytes")
 
 
 def check_encoding(encoding: str) -> None:
     if encoding.strip().lower() not in ENCODINGS:
-        raise BodyError(f"Content-Encoding {encoding!r} is not supported; send gzip, "
-                        "deflate or no encoding", 415)
+        raise UnsupportedBodyType(f"Content-Encoding {encoding!r} is not supported; send gzip, "
+                        "deflate or no encoding")
 
 
 def check_media_type(declared: str | None, allowed: Sequence[str], *,
@@ -71,12 +64,12 @@ def check_media_type(declared: str | None, allowed: Sequence[str], *,
     if declared and declared.endswith("+json") and "application/json" in allowed:
         return
     sent = f"Content-Type {declared} is" if declared else "a body without Content-Type is"
-    raise BodyError(f"{sent} not accepted here; send {' or '.join(allowed)}", 415)
+    raise UnsupportedBodyType(f"{sent} not accepted here; send {' or '.join(allowed)}")
 
 
 def check_charset(charset: str | None) -> None:
     if charset is not None and charset.strip().strip('"').lower() not in CHARSETS:
-        raise BodyError(f"charset {charset[:40]!r} is not accepted; bodies are UTF-8", 415)
+        raise UnsupportedBodyType(f"charset {charset[:40]!r} is not accepted; bodies are UTF-8")
 
 
 def inflate(raw: bytes, encoding: str, limit: int) -> bytes:
@@ -89,11 +82,11 @@ def inflate(raw: bytes, encoding: str, limit: int) -> bytes:
     try:
         body = inflater.decompress(raw, limit + 1)
     except zlib.error as error:
-        raise BodyError(f"body is not valid {name} data: {error}", 400) from None
+        raise MalformedBody(f"body is not valid {name} data: {error}") from None
     if len(body) > limit:
-        raise BodyError(f"body is larger than {limit} bytes once decompressed", 413)
+        raise BodyTooLarge(f"body is larger than {limit} bytes once decompressed")
     if not inflater.eof or inflater.unused_data:
-        raise BodyError(f"body is not one complete {name} stream", 400)
+        raise MalformedBody(f"body is not one complete {name} stream")
     return body
 
 
@@ -101,14 +94,11 @@ def decode_utf8(raw: bytes, what: str = "body") -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise BodyError(f"{what} is not valid UTF-8 (byte {error.start})", 400) from None
+        raise MalformedBody(f"{what} is not valid UTF-8 (byte {error.start})") from None
 
 
 def parse_json(raw: bytes) -> Any:
-    try:
-        return loads(decode_utf8(raw))
-    except JsonRefused as error:
-        raise BodyError(str(error), error.status) from None
+    return loads(decode_utf8(raw))  # JsonRefused: malformed (400) or out of bounds (422)
 
 
 def parse_urlencoded(raw: bytes) -> dict[str, str]:
@@ -116,41 +106,41 @@ def parse_urlencoded(raw: bytes) -> dict[str, str]:
         pairs = parse_qsl(decode_utf8(raw), keep_blank_values=True, errors="strict",
                           max_num_fields=MAX_FORM_FIELDS)
     except UnicodeDecodeError:
-        raise BodyError("a form field is not valid UTF-8 once percent-decoded", 400) from None
+        raise MalformedBody("a form field is not valid UTF-8 once percent-decoded") from None
     except ValueError as error:  # too many fields
-        raise BodyError(f"form is not accepted: {error}", 400) from None
+        raise MalformedBody(f"form is not accepted: {error}") from None
     return _first_of_each(pairs)
 
 
 def parse_multipart(raw: bytes, content_type: str) -> dict[str, str]:
     """Plain text fields of a multipart/form-data body; anything unusual is refused."""
     if "boundary=" not in content_type.lower():
-        raise BodyError("multipart body has no boundary in its Content-Type", 400)
+        raise MalformedBody("multipart body has no boundary in its Content-Type")
     header = content_type.encode("latin-1", "replace")
     message = BytesParser(policy=policy.HTTP).parsebytes(
         b"Content-Type: " + header + b"\r\n\r\n" + raw)
     if message.defects or not message.is_multipart():
-        raise BodyError(f"multipart body is malformed: {_defects(message)}", 400)
+        raise MalformedBody(f"multipart body is malformed: {_defects(message)}")
     parts = message.get_payload()
     if not isinstance(parts, list) or len(parts) > MAX_FORM_FIELDS:
-        raise BodyError(f"multipart body must hold 1 to {MAX_FORM_FIELDS} fields", 400)
+        raise MalformedBody(f"multipart body must hold 1 to {MAX_FORM_FIELDS} fields")
     return _first_of_each(_multipart_field(part) for part in parts)
 
 
 def _multipart_field(part: Message | str) -> tuple[str, str]:
     if isinstance(part, str) or part.is_multipart() or part.defects:
-        raise BodyError("multipart field is malformed or nested", 400)
+        raise MalformedBody("multipart field is malformed or nested")
     if part.get_content_disposition() != "form-data":
-        raise BodyError("multipart field lacks Content-Disposition: form-data", 400)
+        raise MalformedBody("multipart field lacks Content-Disposition: form-data")
     name = part.get_param("name", header="content-disposition")
     if not isinstance(name, str) or not name:
-        raise BodyError("multipart field has no name", 400)
+        raise MalformedBody("multipart field has no name")
     if part.get_filename() is not None:
-        raise BodyError(f"multipart field {name!r} is a file; only text fields are read", 400)
+        raise MalformedBody(f"multipart field {name!r} is a file; only text fields are read")
     check_charset(part.get_content_charset())
     value = part.get_payload(decode=True)
     if not isinstance(value, bytes):
-        raise BodyError(f"multipart field {name!r} could not be decoded", 400)
+        raise MalformedBody(f"multipart field {name!r} could not be decoded")
     return name, decode_utf8(value, f"field {name!r}")
 
 
@@ -202,14 +192,12 @@ async def _read_capped(request: web.Request, cap: int, timeout_s: float) -> byte
             while chunk := await request.content.read(_READ_CHUNK):
                 size += len(chunk)
                 if size > cap:
-                    raise BodyError(f"body is larger than {cap} bytes", 413)
+                    raise BodyTooLarge(f"body is larger than {cap} bytes")
                 chunks.append(chunk)
     except web.RequestPayloadError as error:  # e.g. broken chunked framing
-        raise BodyError(f"body could not be read: {error}", 400,
-                        close_connection=True) from None
+        raise MalformedBody(f"body could not be read: {error}") from None
     except TimeoutError:
-        raise BodyError(f"the body did not arrive within {timeout_s:g} s", 408,
-                        close_connection=True) from None
+        raise BodyTimeout(f"the body did not arrive within {timeout_s:g} s") from None
     return b"".join(chunks)
 
 
@@ -220,7 +208,7 @@ async def read_json(request: web.Request) -> Any:
 async def read_object(request: web.Request) -> dict[str, Any]:
     body = await read_json(request)
     if not isinstance(body, dict):
-        raise BodyError("the body must be a JSON object", 422)
+        raise Unprocessable("the body must be a JSON object")
     return body
 
 

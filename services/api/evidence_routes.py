@@ -11,9 +11,10 @@ from services.api.access import ACTOR
 from services.api.auth import requires
 from services.api.body import read_object
 from services.api.service import Service
+from services.errors import InvalidQuery
 from services.evidence.collect import collect
 from services.evidence.export import export
-from services.evidence.query import EvidenceError, parse_query
+from services.evidence.query import parse_query
 
 SERVICE: web.AppKey[Service] = web.AppKey("evidence-service", Service)
 _MAX_PAGE = 500
@@ -24,9 +25,9 @@ def _page(params: Any) -> tuple[int, int]:
         size = int(params.get("page_size", "100"))
         start = int(params.get("cursor", "0"))
     except ValueError:
-        raise EvidenceError("page_size and cursor must be whole numbers") from None
+        raise InvalidQuery("page_size and cursor must be whole numbers") from None
     if not 0 < size <= _MAX_PAGE or start < 0:
-        raise EvidenceError(f"page_size must be 1-{_MAX_PAGE} and cursor >= 0")
+        raise InvalidQuery(f"page_size must be 1-{_MAX_PAGE} and cursor >= 0")
     return size, start
 
 

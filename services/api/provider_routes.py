@@ -9,9 +9,8 @@ from aiohttp import web
 from services.api.auth import requires
 from services.api.body import read_json
 from services.api.service import Service
-from services.errors import InvalidStreamId
+from services.errors import InvalidRequest, InvalidStreamId, Unprocessable
 from services.ids import validate_id
-from services.ingest.registry import RegistryError
 from services.providers.desk import today
 
 SERVICE: web.AppKey[Service] = web.AppKey("provider-service", Service)
@@ -21,7 +20,7 @@ def _provider_id(request: web.Request) -> str:
     try:
         return validate_id(request.match_info["provider_id"], "provider id")
     except InvalidStreamId as error:
-        raise RegistryError(str(error), 400) from None
+        raise InvalidRequest(str(error)) from None
 
 
 @requires("admin")
@@ -68,19 +67,19 @@ async def post_report(request: web.Request) -> web.Response:
 
 def _report_body(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise RegistryError("the body must be a JSON object", 400)
+        raise InvalidRequest("the body must be a JSON object")
     unknown = set(body) - {"stream_id", "reporter_id", "reason", "category"}
     missing = [n for n in ("stream_id", "reporter_id", "reason") if not body.get(n)]
     if unknown or missing:
-        raise RegistryError(f"unknown fields {sorted(unknown)}, missing fields {missing}", 422)
+        raise Unprocessable(f"unknown fields {sorted(unknown)}, missing fields {missing}")
     for name in ("reporter_id", "reason", "category"):
         value = body.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > 1000):
-            raise RegistryError(f"{name} must be a string of at most 1000 characters", 422)
+            raise Unprocessable(f"{name} must be a string of at most 1000 characters")
     try:
         validate_id(str(body["stream_id"]))
     except InvalidStreamId as error:
-        raise RegistryError(str(error), 422) from None
+        raise Unprocessable(str(error)) from None
     return body
 
 

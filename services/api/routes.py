@@ -25,14 +25,20 @@ from services.api.evidence_routes import add_evidence_routes
 from services.api.provider_routes import add_provider_routes
 from services.api.service import Service
 from services.background import task_report
-from services.errors import InvalidStreamId
+from services.errors import (
+    Conflict,
+    IngestRefused,
+    InvalidRequest,
+    InvalidStreamId,
+    KeyRefused,
+    Unavailable,
+    Unprocessable,
+)
 from services.ids import validate_id
-from services.ingest.keys import KeyRefused
-from services.ingest.registry import RegistryError, parse_registration
+from services.ingest.registry import parse_registration
 from services.ingest.sdp_offer import MAX_SDP_BYTES
 from services.logs.lines import parse_lines
 from services.observability import exposition
-from services.providers.desk import IngestRefused
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
 
@@ -118,7 +124,7 @@ async def post_logs(request: web.Request) -> web.Response:
 async def issue_key(request: web.Request) -> web.Response:
     body = await read_object(request)
     if not body.get("stream_id") or not body.get("provider_id"):
-        raise RegistryError("stream_id and provider_id are required", 422)
+        raise Unprocessable("stream_id and provider_id are required")
     service = _service(request)
     key, claims = service.keys.issue(str(body["stream_id"]), str(body["provider_id"]),
                                      str(body["host_id"]) if body.get("host_id") else None)
@@ -142,7 +148,7 @@ async def on_publish(request: web.Request) -> web.Response:
         claims = await service.accept_publish(key, address)
     except IngestRefused as error:  # already an event and an access-log line
         return json_error(403, str(error))
-    except (KeyRefused, RegistryError) as error:
+    except (KeyRefused, Conflict, Unavailable) as error:
         subject = getattr(error, "stream_id", None) or "unknown-key"
         await service.refuse(subject, str(error), address)
         return json_error(403, str(error))  # nginx-rtmp refuses the publish on non-2xx
@@ -175,9 +181,9 @@ def _whip_parties(request: web.Request, gate_on: bool) -> tuple[str, str | None]
     if gate_on and missing:
         what = ("query parameters provider_id and host_id are" if len(missing) == 2
                 else f"query parameter {missing[0]} is")
-        raise RegistryError(f"{what} missing: with the provider gate on, an offer names its "
+        raise InvalidRequest(f"{what} missing: with the provider gate on, an offer names its "
                             "provider and real-name host (POST /v1/whip/{id}?provider_id=..."
-                            "&host_id=...)", 400)
+                            "&host_id=...)")
     provider = validate_id(request.query.get("provider_id") or "whip", "provider id")
     host = request.query.get("host_id")
     return provider, validate_id(host, "host id") if host else None
@@ -193,7 +199,7 @@ def _stream_id(request: web.Request) -> str:
     try:
         return validate_id(request.match_info["stream_id"])
     except InvalidStreamId as error:
-        raise RegistryError(str(error), 400) from None
+        raise InvalidRequest(str(error)) from None
 
 
 def build_app(service: Service) -> web.Application:

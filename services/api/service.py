@@ -22,12 +22,12 @@ from services.assign.status import StatusReporter
 from services.assign.worker import AssignmentWorker
 from services.chat.filter import ChatFilter
 from services.config import Settings
-from services.errors import ConfigError
+from services.errors import ConfigError, Conflict, KeyRefused, NotFound, NotOnThisNode, ShuttingDown
 from services.events import Lifecycle
 from services.flags.text import encode as encode_flag
 from services.flags.text import report_flag, report_log_line
-from services.ingest.keys import KeyClaims, KeyRefused, StreamKeys
-from services.ingest.registry import RegistryError, StreamRecord
+from services.ingest.keys import KeyClaims, StreamKeys
+from services.ingest.registry import StreamRecord
 from services.ingest.webrtc import WebRtcSource, WhipSession, answer_offer
 from services.kafka import ConsumerLag, ensure_topics
 from services.logs.archiver import LogArchiver
@@ -179,7 +179,7 @@ class Service:
     @property
     def desk(self) -> ProviderDesk:
         if self.providers is None:
-            raise RegistryError("the provider registry is not available on this node", 503)
+            raise NotOnThisNode("the provider registry is not available on this node")
         return self.providers
 
     def records(self) -> list[StreamRecord]:
@@ -196,7 +196,7 @@ class Service:
 
     def _check_free(self, stream_id: str) -> None:
         if stream_id in self.directory or stream_id in self.whip_records:
-            raise RegistryError(f"stream {stream_id} is already registered", 409)
+            raise Conflict(f"stream {stream_id} is already registered")
 
     # --- RTMP push ----------------------------------------------------------------
     async def revoke_key(self, kid: str) -> None:
@@ -212,8 +212,7 @@ class Service:
         existing = self.directory.records.get(claims.stream_id)
         if (existing is not None and existing.origin != "rtmp") \
                 or claims.stream_id in self.whip_records:
-            raise RegistryError(f"stream {claims.stream_id} is registered as another source",
-                                409)
+            raise Conflict(f"stream {claims.stream_id} is registered as another source")
         # A new record (new created_at) each publish: the worker starts a fresh watch.
         await self.directory.put(StreamRecord(
             claims.stream_id, claims.provider_id, claims.host_id,
@@ -241,7 +240,7 @@ class Service:
                          address: str | None = None) -> tuple[str, str]:
         self.check_accepting()
         if self.worker is None:
-            raise RegistryError("WebRTC needs the ingest role on the node that answers it", 503)
+            raise NotOnThisNode("WebRTC needs the ingest role on the node that answers it")
         await self.desk.admit(IngestRequest(provider_id, host_id, source_ip=address),
                               stream_id, "whip")
         self._replace_finished_whip(stream_id)
@@ -304,7 +303,7 @@ class Service:
     async def end_whip(self, stream_id: str, session_id: str) -> None:
         session = self.whip.get(session_id)
         if session is None or session.stream_id != stream_id:
-            raise RegistryError(f"no WHIP session {session_id} for stream {stream_id}", 404)
+            raise NotFound(f"no WHIP session {session_id} for stream {stream_id}")
         del self.whip[session_id]
         await self._close_whip(session)
 
@@ -324,8 +323,8 @@ class Service:
         flag_id, action, reason = parse_action(body)
         flag = self.feed.flags.get(flag_id) if self.feed is not None else None
         if flag is None:
-            raise RegistryError(f"no flag {flag_id} (unknown, or older than the console "
-                                "window)", 404)
+            raise NotFound(f"no flag {flag_id} (unknown, or older than the console "
+                                "window)")
         message = action_message(flag, action, reason, moderator, datetime.now(UTC))
         body_bytes = encode_flag(message)
         await asyncio.to_thread(self.app.event_publisher.spool.put, message["id"], body_bytes,
@@ -355,7 +354,7 @@ class Service:
                     await self._stop_stream(record.stream_id)
 
     async def _stop_stream(self, stream_id: str) -> None:
-        with contextlib.suppress(RegistryError):  # already gone
+        with contextlib.suppress(NotFound):  # already gone
             await self.remove(stream_id)
 
     # --- viewer reports -----------------------------------------------------------
@@ -366,7 +365,7 @@ class Service:
         stream_id = str(body["stream_id"])
         record = self.whip_records.get(stream_id) or self.directory.records.get(stream_id)
         if record is None:
-            raise RegistryError(f"stream {stream_id} is not registered", 404)
+            raise NotFound(f"stream {stream_id} is not registered")
         now = datetime.now(UTC)
         flag = report_flag(record, body, now)
         publisher = self.app.publisher
@@ -398,7 +397,7 @@ class Service:
 
     def check_accepting(self) -> None:
         if not self.accepting:
-            raise RegistryError("the service is shutting down", 503)
+            raise ShuttingDown("the service is shutting down")
 
     async def shutdown(self) -> None:
         """Stop accepting, leave the group, then stop this worker's streams."""

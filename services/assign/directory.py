@@ -16,9 +16,9 @@ from aiokafka.errors import KafkaError
 from services.assign.records import decode_record, encode_record
 from services.background import BackgroundTask
 from services.config import IngestSettings, KafkaSettings
-from services.errors import BrokerUnavailable
+from services.errors import BrokerUnavailable, NotFound
 from services.incidents import describe, quarantine_record
-from services.ingest.registry import RegistryError, StreamRecord
+from services.ingest.registry import StreamRecord
 from services.providers.model import Provider, provider_from_json, provider_to_json
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ class StreamDirectory:
         try:
             return self.records[stream_id]
         except KeyError:
-            raise RegistryError(f"stream {stream_id} is not registered", 404) from None
+            raise NotFound(f"stream {stream_id} is not registered") from None
 
     def __contains__(self, stream_id: object) -> bool:
         return stream_id in self.records

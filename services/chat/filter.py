@@ -11,8 +11,9 @@ from typing import Any
 
 from services import incidents
 from services.background import BackgroundTask
-from services.chat.wordlists import WordListError, WordLists, signature
+from services.chat.wordlists import WordLists, signature
 from services.config import ChatSettings
+from services.errors import WordListError
 from services.flags.text import chat_flag, encode
 from services.kafka_publisher import SpooledKafkaPublisher
 from services.observability import CHAT_TERMS

@@ -13,11 +13,7 @@ from pathlib import Path
 
 import ahocorasick
 
-from services.errors import ConfigError
-
-
-class WordListError(ConfigError):
-    """A list file cannot be used; the lists in force stay as they were."""
+from services.errors import WordListError
 
 
 @dataclass(frozen=True)

@@ -7,24 +7,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.archive.holds import validate_case
-from services.errors import ConfigError, InvalidStreamId
+from services.errors import InvalidQuery, InvalidStreamId, QueryOutOfRange
 from services.ids import validate_id
 from services.time_window import EPOCH, outside, until_tomorrow
 
 #: The longest range one query or export may cover.
 MAX_RANGE = timedelta(days=31)
-
-
-class EvidenceError(ConfigError):
-    """A query the API refuses (400); ``status`` is the HTTP status."""
-
-    status = 400
-
-
-class EvidenceRangeError(EvidenceError):
-    """A well-formed time the evidence stores cannot be asked about."""
-
-    status = 422
 
 
 @dataclass(frozen=True)
@@ -47,12 +35,12 @@ def _when(value: Any, name: str) -> datetime:
     try:
         stamp = datetime.fromisoformat(str(value))
     except ValueError:
-        raise EvidenceError(f"{name} must be an RFC 3339 time") from None
+        raise InvalidQuery(f"{name} must be an RFC 3339 time") from None
     if stamp.tzinfo is None:
-        raise EvidenceError(f"{name} needs a UTC offset")
+        raise InvalidQuery(f"{name} needs a UTC offset")
     problem = outside(stamp, EPOCH, until_tomorrow())
     if problem:  # Kafka's offsets-for-times take milliseconds since the epoch
-        raise EvidenceRangeError(f"{name} {problem}")
+        raise QueryOutOfRange(f"{name} {problem}")
     return stamp
 
 
@@ -62,7 +50,7 @@ def _optional_id(value: Any, kind: str) -> str | None:
     try:
         return validate_id(str(value), kind)
     except InvalidStreamId as error:
-        raise EvidenceError(str(error)) from None
+        raise InvalidQuery(str(error)) from None
 
 
 def _user_id(value: Any) -> str | None:
@@ -70,23 +58,23 @@ def _user_id(value: Any) -> str | None:
     if value in (None, ""):
         return None
     if not isinstance(value, str) or len(value) > 128 or not value.isprintable():
-        raise EvidenceError("user_id must be printable text of at most 128 characters")
+        raise InvalidQuery("user_id must be printable text of at most 128 characters")
     return value
 
 
 def parse_query(params: dict[str, Any]) -> EvidenceQuery:
     if not params.get("case"):
-        raise EvidenceError("a case reference (case) is required for every evidence request")
+        raise InvalidQuery("a case reference (case) is required for every evidence request")
     case = validate_case(str(params["case"]))
     start, end = _when(params.get("from"), "from"), _when(params.get("to"), "to")
     if end <= start:
-        raise EvidenceError("the time range is inverted: 'to' must be after 'from'")
+        raise InvalidQuery("the time range is inverted: 'to' must be after 'from'")
     if end - start > MAX_RANGE:
-        raise EvidenceError(f"the time range is longer than {MAX_RANGE.days} days")
+        raise InvalidQuery(f"the time range is longer than {MAX_RANGE.days} days")
     query = EvidenceQuery(case, start, end, _optional_id(params.get("stream_id"), "stream id"),
                           _optional_id(params.get("host_id"), "host id"),
                           _user_id(params.get("user_id")),
                           _optional_id(params.get("provider_id"), "provider id"))
     if not (query.stream_id or query.host_id or query.user_id):
-        raise EvidenceError("name a stream_id, host_id or user_id")
+        raise InvalidQuery("name a stream_id, host_id or user_id")
     return query

@@ -15,19 +15,8 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 
-from services.errors import StreamWardenError
+from services.errors import KeyRefused, StreamWardenError
 from services.ids import validate_id
-
-
-class KeyRefused(StreamWardenError):
-    """A stream key is malformed, forged or revoked."""
-
-    exit_code = 2
-
-    def __init__(self, message: str, stream_id: str | None = None) -> None:
-        super().__init__(message)
-        #: Known only when the key was genuine (e.g. revoked): events name the stream.
-        self.stream_id = stream_id
 
 
 @dataclass(frozen=True)

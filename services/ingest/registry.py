@@ -7,20 +7,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from services.errors import StreamWardenError
+from services.errors import InvalidRequest, StreamWardenError, Unprocessable
 from services.ids import validate_id
 
 Origin = Literal["pull", "rtmp", "whip"]
 ALLOWED_SCHEMES = ("rtmp", "rtmps", "rtsp", "http", "https", "srt")
 MAX_URL_CHARS = 2048
-
-
-class RegistryError(StreamWardenError):
-    """A registration the API refuses; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -43,46 +35,46 @@ class StreamRecord:
 
 def validate_pull_url(url: str) -> str:
     if len(url) > MAX_URL_CHARS or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
-        raise RegistryError(f"url must be at most {MAX_URL_CHARS} characters without spaces "
-                            "or control characters", 422)
+        raise Unprocessable(f"url must be at most {MAX_URL_CHARS} characters without spaces "
+                            "or control characters")
     try:
         parts = urlsplit(url)
     except ValueError as error:  # "rtmp://[", NFKC-unsafe hosts
-        raise RegistryError(f"url does not parse: {error}", 422) from None
+        raise Unprocessable(f"url does not parse: {error}") from None
     try:
         port = parts.port  # parsed lazily: raises on "abc" or 99999
     except ValueError:
-        raise RegistryError("url port must be a number 1-65535", 422) from None
+        raise Unprocessable("url port must be a number 1-65535") from None
     if parts.scheme.lower() not in ALLOWED_SCHEMES:
-        raise RegistryError(
+        raise Unprocessable(
             f"url scheme {parts.scheme or '(none)'!r} is not allowed; "
-            f"use one of {', '.join(ALLOWED_SCHEMES)}", 422)
+            f"use one of {', '.join(ALLOWED_SCHEMES)}")
     if not parts.hostname:
-        raise RegistryError("url has no host", 422)
+        raise Unprocessable("url has no host")
     if not parts.hostname.isascii():
-        raise RegistryError("url host must be ASCII (write a Unicode domain in its "
-                            "xn-- form)", 422)
+        raise Unprocessable("url host must be ASCII (write a Unicode domain in its "
+                            "xn-- form)")
     if port == 0:
-        raise RegistryError("url port must be a number 1-65535", 422)
+        raise Unprocessable("url port must be a number 1-65535")
     return url
 
 
 def parse_registration(body: Any) -> StreamRecord:
     if not isinstance(body, dict):
-        raise RegistryError("body must be a JSON object", 400)
+        raise InvalidRequest("body must be a JSON object")
     missing = [name for name in ("stream_id", "provider_id", "url") if not body.get(name)]
     if missing:
-        raise RegistryError(f"missing fields: {', '.join(missing)}", 422)
+        raise Unprocessable(f"missing fields: {', '.join(missing)}")
     unknown = set(body) - {"stream_id", "provider_id", "host_id", "url"}
     if unknown:
-        raise RegistryError(f"unknown fields: {', '.join(sorted(unknown))}", 422)
+        raise Unprocessable(f"unknown fields: {', '.join(sorted(unknown))}")
     try:
         return StreamRecord(
             validate_id(str(body["stream_id"])), validate_id(str(body["provider_id"]),
                                                              "provider id"),
             validate_id(str(body["host_id"]), "host id") if body.get("host_id") else None,
             validate_pull_url(str(body["url"])), "pull")
-    except RegistryError:
+    except Unprocessable:
         raise
     except StreamWardenError as error:
-        raise RegistryError(str(error), 422) from None
+        raise Unprocessable(str(error)) from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from services.errors import StreamWardenError
+from services.errors import BodyTooLarge, InvalidOffer, OfferNotNegotiable
 
 MAX_SDP_BYTES = 64 * 1024
 #: What aiortc decodes (rtx, red and fec ride along but carry no pictures).
@@ -24,12 +24,6 @@ _FINGERPRINT = re.compile(r"(?i:sha-1|sha-224|sha-256|sha-384|sha-512) "
                           r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})+")
 _CANDIDATE = re.compile(r"\S+ \d{1,3} \S+ \d{1,10} \S+ \d{1,5} typ \S+.*")
 _SETUP_ROLES = frozenset({"actpass", "active", "passive"})
-
-
-class WhipError(StreamWardenError):
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -47,14 +41,15 @@ class Section:
 
 
 def check_offer(sdp: str) -> None:
-    """Raise WhipError (400, 413 or 422) unless aiortc can be given ``sdp`` safely."""
+    """Raise InvalidOffer, BodyTooLarge or OfferNotNegotiable unless aiortc can be
+    given ``sdp`` safely."""
     if len(sdp.encode()) > MAX_SDP_BYTES:
-        raise WhipError(f"SDP offer is larger than {MAX_SDP_BYTES} bytes", 413)
+        raise BodyTooLarge(f"SDP offer is larger than {MAX_SDP_BYTES} bytes")
     if not sdp.startswith("v=0"):
-        raise WhipError("body is not an SDP offer (it must start with v=0)", 400)
+        raise InvalidOffer("body is not an SDP offer (it must start with v=0)")
     session, media = parse_sections(sdp)
     if not any(section.kind == "video" for section in media):
-        raise WhipError("the offer has no video", 422)
+        raise OfferNotNegotiable("the offer has no video")
     for section in media:
         _check_formats(section)
         if section.port:  # a bundle-only section rides on another's transport
@@ -70,7 +65,7 @@ def parse_sections(sdp: str) -> tuple[Section, list[Section]]:
         if not line:
             continue
         if len(line) < 2 or line[1] != "=":
-            raise WhipError(f"SDP line {number} is not of the form x=value", 400)
+            raise InvalidOffer(f"SDP line {number} is not of the form x=value")
         if line.startswith("m="):
             media.append(_media_section(line, number))
         elif line.startswith("a="):
@@ -82,17 +77,17 @@ def parse_sections(sdp: str) -> tuple[Section, list[Section]]:
 def _check_characters(line: str, number: int) -> None:
     bad = next((c for c in line if (ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F), None)
     if bad is not None:
-        raise WhipError(f"SDP line {number} holds control character U+{ord(bad):04X}", 400)
+        raise InvalidOffer(f"SDP line {number} holds control character U+{ord(bad):04X}")
 
 
 def _media_section(line: str, number: int) -> Section:
     match = _M_LINE.fullmatch(line)
     if match is None:
-        raise WhipError(f"SDP line {number}: m-line is not 'm=kind port proto formats'", 400)
+        raise InvalidOffer(f"SDP line {number}: m-line is not 'm=kind port proto formats'")
     kind, port, _, formats = match.groups()
     port = port.split("/", 1)[0]
     if not port.isdigit() or int(port) > 65535:
-        raise WhipError(f"SDP line {number}: port {port[:20]!r} is not a number 0-65535", 400)
+        raise InvalidOffer(f"SDP line {number}: port {port[:20]!r} is not a number 0-65535")
     section = Section(kind, number, int(port))
     if kind in ("audio", "video"):
         section.formats = _payload_types((formats or "").split(), number)
@@ -103,14 +98,14 @@ def _payload_types(formats: list[str], number: int) -> list[int]:
     found: list[int] = []
     for text in formats:
         if not _PAYLOAD_TYPE.fullmatch(text) or int(text) > 127:
-            raise WhipError(f"SDP line {number}: payload type {text[:20]!r} is not 0-127", 400)
+            raise InvalidOffer(f"SDP line {number}: payload type {text[:20]!r} is not 0-127")
         if int(text) in _RTCP_PAYLOAD_TYPES:
-            raise WhipError(f"SDP line {number}: payload type {text} is reserved (RTCP)", 400)
+            raise InvalidOffer(f"SDP line {number}: payload type {text} is reserved (RTCP)")
         if int(text) in found:
-            raise WhipError(f"SDP line {number}: payload type {text} is listed twice", 400)
+            raise InvalidOffer(f"SDP line {number}: payload type {text} is listed twice")
         found.append(int(text))
     if not found:
-        raise WhipError(f"SDP line {number}: m-line lists no payload types", 400)
+        raise InvalidOffer(f"SDP line {number}: m-line lists no payload types")
     return found
 
 
@@ -118,23 +113,23 @@ def _check_formats(section: Section) -> None:
     """rtpmap and fmtp lines only for the payload types the m-line lists, fmtp after
     an rtpmap (aiortc looks each fmtp's codec up among the rtpmap ones)."""
     if section.port == 0 and not section.values("bundle-only"):
-        raise WhipError(f"SDP line {section.line}: m={section.kind} with port 0 is a "
-                        "disabled section; leave it out of the offer", 422)
+        raise OfferNotNegotiable(f"SDP line {section.line}: m={section.kind} with port 0 is a "
+                        "disabled section; leave it out of the offer")
     mapped: set[int] = set()
     for number, name, value in section.attributes:
         if name == "rtpmap":
             match = _RTPMAP.fullmatch(value)
             if match is None or int(match.group(1)) not in section.formats:
-                raise WhipError(f"SDP line {number}: a=rtpmap:{value[:40]} is not an rtpmap "
-                                "for a payload type of its m-line", 400)
+                raise InvalidOffer(f"SDP line {number}: a=rtpmap:{value[:40]} is not an rtpmap "
+                                "for a payload type of its m-line")
             mapped.add(int(match.group(1)))
         elif name == "fmtp":
             payload_type = value.split(" ", 1)[0]
             if not payload_type.isdigit() or int(payload_type) not in mapped:
-                raise WhipError(f"SDP line {number}: a=fmtp:{payload_type[:20]} has no "
-                                "a=rtpmap before it", 400)
+                raise InvalidOffer(f"SDP line {number}: a=fmtp:{payload_type[:20]} has no "
+                                "a=rtpmap before it")
         elif name == "candidate" and not _CANDIDATE.fullmatch(value):
-            raise WhipError(f"SDP line {number}: a=candidate is malformed", 400)
+            raise InvalidOffer(f"SDP line {number}: a=candidate is malformed")
 
 
 def _check_transport(session: Section, section: Section) -> None:
@@ -148,17 +143,17 @@ def _check_transport(session: Section, section: Section) -> None:
     _check_ice_credential(value("ice-pwd"), "a=ice-pwd", 22, where)
     setup = value("setup")
     if setup not in _SETUP_ROLES:
-        raise WhipError(f"{where}: a=setup must be actpass, active or passive; got "
-                        f"{(setup or 'none')[:20]!r}", 400)
+        raise InvalidOffer(f"{where}: a=setup must be actpass, active or passive; got "
+                        f"{(setup or 'none')[:20]!r}")
     fingerprints = section.values("fingerprint") or session.values("fingerprint")
     if not fingerprints or not all(_FINGERPRINT.fullmatch(f) for f in fingerprints):
-        raise WhipError(f"{where}: a=fingerprint is missing or not 'sha-256 AB:CD:...'", 400)
+        raise InvalidOffer(f"{where}: a=fingerprint is missing or not 'sha-256 AB:CD:...'")
 
 
 def _check_ice_credential(value: str | None, name: str, shortest: int, where: str) -> None:
     if value is None or not shortest <= len(value) <= 256 or not _ICE_CHARS.fullmatch(value):
-        raise WhipError(f"{where}: {name} must be {shortest}-256 characters of A-Z a-z 0-9 "
-                        "+ / (RFC 8839)", 400)
+        raise InvalidOffer(f"{where}: {name} must be {shortest}-256 characters of A-Z a-z 0-9 "
+                        "+ / (RFC 8839)")
 
 
 def _check_video_codecs(media: list[Section]) -> None:
@@ -166,5 +161,5 @@ def _check_video_codecs(media: list[Section]) -> None:
         names = {value.split(" ", 1)[-1].split("/", 1)[0].lower()
                  for value in section.values("rtpmap")}
         if section.kind == "video" and section.port and not names & VIDEO_CODECS:
-            raise WhipError(f"SDP line {section.line}: the video section offers no codec "
-                            "this service decodes (VP8 or H264)", 422)
+            raise OfferNotNegotiable(f"SDP line {section.line}: the video section offers no codec "
+                            "this service decodes (VP8 or H264)")

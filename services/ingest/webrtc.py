@@ -15,8 +15,9 @@ from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateErr
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from services.archive.recorder import FrameRecorder
+from services.errors import InvalidOffer, OfferNotNegotiable
 from services.ingest.pyav_reader import RawSample
-from services.ingest.sdp_offer import WhipError, check_offer
+from services.ingest.sdp_offer import check_offer
 from services.ingest.source import EndReason, Sample
 from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
@@ -168,7 +169,7 @@ async def answer_offer(stream_id: str, sdp: str) -> tuple[WhipSession, str]:
     try:
         await _negotiate(pc, sdp)
         if not video.done():
-            raise WhipError("the offer has no video track", 422)
+            raise OfferNotNegotiable("the offer has no video track")
         answered = True
     finally:
         if not answered:  # whatever went wrong, no peer connection is left open
@@ -181,7 +182,7 @@ async def _negotiate(pc: RTCPeerConnection, sdp: str) -> None:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
     except OperationError as error:  # e.g. no codec in common
-        raise WhipError(f"the offer cannot be negotiated: {error}", 422) from None
+        raise OfferNotNegotiable(f"the offer cannot be negotiated: {error}") from None
     except _NEGOTIATION_ERRORS as error:
-        raise WhipError(f"malformed SDP offer ({type(error).__name__}: "
-                        f"{str(error)[:200] or 'rejected by the WebRTC stack'})", 400) from None
+        raise InvalidOffer(f"malformed SDP offer ({type(error).__name__}: "
+                        f"{str(error)[:200] or 'rejected by the WebRTC stack'})") from None

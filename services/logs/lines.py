@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.errors import InvalidStreamId
+from services.errors import InvalidStreamId, JsonRefused, MalformedJson
 from services.ids import validate_id
-from services.strict_json import JsonRefused, loads
+from services.strict_json import loads
 from services.time_window import outside
 
 MAX_LINE_BYTES = 16 * 1024
@@ -78,7 +78,7 @@ def _parse_line(raw: bytes) -> tuple[Any, str | None]:
     try:
         return loads(text), None
     except JsonRefused as error:
-        return None, "not valid JSON" if error.status == 400 else str(error)
+        return None, "not valid JSON" if isinstance(error, MalformedJson) else str(error)
 
 
 def parse_lines(body: bytes, now: datetime | None = None

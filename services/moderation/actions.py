@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from services.ingest.registry import RegistryError
+from services.errors import InvalidRequest, Unprocessable
 
 #: confirm and dismiss judge the flag; block_stream asks the platform to cut the stream
 #: (and stops watching it); blacklist_host refuses the host's future streams at ingest
@@ -15,19 +15,19 @@ ACTIONS = ("confirm", "dismiss", "block_stream", "blacklist_host")
 
 
 def parse_action(body: Any) -> tuple[str, str, str]:
-    """(flag id, action, reason) of a request body, or a 4xx RegistryError."""
+    """(flag id, action, reason) of a request body, or an InvalidRequest."""
     if not isinstance(body, dict):
-        raise RegistryError("the body must be a JSON object", 400)
+        raise InvalidRequest("the body must be a JSON object")
     unknown = set(body) - {"flag_id", "action", "reason"}
     if unknown:
-        raise RegistryError(f"unknown fields: {', '.join(sorted(unknown))}", 422)
+        raise Unprocessable(f"unknown fields: {', '.join(sorted(unknown))}")
     if body.get("action") not in ACTIONS:
-        raise RegistryError(f"action must be one of {', '.join(ACTIONS)}", 422)
+        raise Unprocessable(f"action must be one of {', '.join(ACTIONS)}")
     reason = body.get("reason")
     if not isinstance(reason, str) or not 0 < len(reason.strip()) <= 1000:
-        raise RegistryError("a reason (1 to 1000 characters) is required", 422)
+        raise Unprocessable("a reason (1 to 1000 characters) is required")
     if not isinstance(body.get("flag_id"), str) or not body["flag_id"]:
-        raise RegistryError("flag_id is required", 422)
+        raise Unprocessable("flag_id is required")
     return body["flag_id"], body["action"], reason.strip()
 
 

@@ -7,28 +7,19 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from services.errors import Conflict, IngestRefused, InvalidProvider, NotFound
 from services.events import EventLog, Lifecycle
-from services.ingest.registry import RegistryError
 from services.logs.oplog import OperationLog
 from services.providers.gate import IngestRequest, Refusal, check
 from services.providers.model import (
     Host,
     Provider,
-    ProviderError,
     overlapping_ranges,
     parse_host,
     parse_provider,
 )
 
 log = logging.getLogger(__name__)
-
-
-class IngestRefused(RegistryError):
-    """The gate refused a stream; the refusal is already an event and an access-log line."""
-
-    def __init__(self, refusal: Refusal) -> None:
-        super().__init__(f"{refusal.code}: {refusal.message}", 403)
-        self.code = refusal.code
 
 
 def today() -> Any:
@@ -60,7 +51,7 @@ class ProviderDesk:
         try:
             return self.directory.providers[provider_id]
         except KeyError:
-            raise ProviderError(f"provider {provider_id} is not registered", 404) from None
+            raise NotFound(f"provider {provider_id} is not registered") from None
 
     def all(self) -> list[Provider]:
         return sorted(self.directory.providers.values(), key=lambda p: p.provider_id)
@@ -68,13 +59,13 @@ class ProviderDesk:
     async def register(self, body: Any) -> Provider:
         provider = parse_provider(body)
         if provider.provider_id in self.directory.providers:
-            raise ProviderError(f"provider {provider.provider_id} is already registered", 409)
+            raise Conflict(f"provider {provider.provider_id} is already registered")
         return await self._store(provider)
 
     async def update(self, provider_id: str, body: Any) -> Provider:
         existing = self.get(provider_id)
         if isinstance(body, dict) and body.get("provider_id", provider_id) != provider_id:
-            raise ProviderError("provider_id cannot change")
+            raise InvalidProvider("provider_id cannot change")
         merged = {**body, "provider_id": provider_id} if isinstance(body, dict) else body
         return await self._store(parse_provider(merged, existing))
 
@@ -90,7 +81,7 @@ class ProviderDesk:
     async def _store(self, provider: Provider) -> Provider:
         clash = overlapping_ranges(provider, self.all())
         if clash:
-            raise ProviderError(clash, 409)
+            raise Conflict(clash)
         await self.directory.put_provider(provider)
         return provider
 
@@ -113,4 +104,4 @@ class ProviderDesk:
                   "provider_id": request.provider_id, "host_id": request.host_id,
                   "address": request.source_ip or request.source_host}
         await self.events.emit(stream_id, Lifecycle.REFUSED, **detail)
-        raise IngestRefused(refusal)
+        raise IngestRefused(refusal.code, refusal.message)

@@ -13,9 +13,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from typing import Any, Literal
 
-from services.errors import InvalidStreamId
+from services.errors import InvalidProvider, InvalidRequest, InvalidStreamId
 from services.ids import validate_id
-from services.ingest.registry import RegistryError
 
 Status = Literal["active", "suspended", "blacklisted"]
 STATUSES = ("active", "suspended", "blacklisted")
@@ -25,13 +24,6 @@ ICP_PATTERN = re.compile(rf"[{_PROVINCES}]ICP[备证]\d{{6,8}}号(-\d{{1,3}})?")
 _DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 #: A provider without its public-security filing this long after going live is overdue.
 PUBLIC_SECURITY_GRACE_DAYS = 30
-
-
-class ProviderError(RegistryError):
-    """A provider record the API refuses (422 unless said otherwise)."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message, status)
 
 
 @dataclass(frozen=True)
@@ -102,14 +94,14 @@ _FIELDS = {"provider_id", "name", "icp_number", "permits", "domains", "ip_ranges
 def parse_provider(body: Any, existing: Provider | None = None) -> Provider:
     """A registration or a full update from the API; ``existing`` keeps its hosts."""
     if not isinstance(body, dict):
-        raise ProviderError("the body must be a JSON object", 400)
+        raise InvalidRequest("the body must be a JSON object")
     unknown = set(body) - _FIELDS
     if unknown:
-        raise ProviderError(f"unknown fields: {', '.join(sorted(unknown))}")
+        raise InvalidProvider(f"unknown fields: {', '.join(sorted(unknown))}")
     missing = [name for name in ("provider_id", "name", "icp_number", "went_live")
                if not body.get(name)]
     if missing:
-        raise ProviderError(f"missing fields: {', '.join(missing)}")
+        raise InvalidProvider(f"missing fields: {', '.join(missing)}")
     return Provider(
         _id(body["provider_id"], "provider id"), _text(body["name"], "name"),
         _icp(body["icp_number"]), tuple(_permit(p) for p in _list(body, "permits")),
@@ -122,13 +114,13 @@ def parse_provider(body: Any, existing: Provider | None = None) -> Provider:
 
 def parse_host(body: Any) -> Host:
     if not isinstance(body, dict) or not body.get("host_id"):
-        raise ProviderError("host_id is required")
+        raise InvalidProvider("host_id is required")
     unknown = set(body) - {"host_id", "verified", "blacklisted", "real_name_ref"}
     if unknown:
-        raise ProviderError(f"unknown fields: {', '.join(sorted(unknown))}")
+        raise InvalidProvider(f"unknown fields: {', '.join(sorted(unknown))}")
     for flag in ("verified", "blacklisted"):
         if not isinstance(body.get(flag, False), bool):
-            raise ProviderError(f"{flag} must be true or false")
+            raise InvalidProvider(f"{flag} must be true or false")
     ref = body.get("real_name_ref")
     return Host(_id(body["host_id"], "host id"), bool(body.get("verified", False)),
                 bool(body.get("blacklisted", False)),
@@ -152,7 +144,7 @@ def overlapping_ranges(candidate: Provider, others: list[Provider]) -> str | Non
 def _list(body: dict[str, Any], name: str) -> list[Any]:
     value = body.get(name, [])
     if not isinstance(value, list):
-        raise ProviderError(f"{name} must be a list")
+        raise InvalidProvider(f"{name} must be a list")
     return value
 
 
@@ -160,18 +152,19 @@ def _id(value: Any, kind: str) -> str:
     try:
         return validate_id(str(value), kind)
     except InvalidStreamId as error:
-        raise ProviderError(str(error)) from None
+        raise InvalidProvider(str(error)) from None
 
 
 def _text(value: Any, name: str) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= 200:
-        raise ProviderError(f"{name} must be a string of 1 to 200 characters")
+        raise InvalidProvider(f"{name} must be a string of 1 to 200 characters")
     return value
 
 
 def _icp(value: Any) -> str:
     if not isinstance(value, str) or not ICP_PATTERN.fullmatch(value):
-        raise ProviderError(f"ICP number {value!r} is malformed (expected e.g. 京ICP备12345678号)")
+        raise InvalidProvider(f"ICP number {value!r} is malformed "
+                              "(expected e.g. 京ICP备12345678号)")
     return value
 
 
@@ -179,15 +172,15 @@ def _date(value: Any, name: str) -> str:
     try:
         return date.fromisoformat(str(value)).isoformat()
     except ValueError:
-        raise ProviderError(f"{name} must be a date (YYYY-MM-DD)") from None
+        raise InvalidProvider(f"{name} must be a date (YYYY-MM-DD)") from None
 
 
 def _permit(value: Any) -> Permit:
     if not isinstance(value, dict) or not value.get("type") or not value.get("number"):
-        raise ProviderError("each permit needs type, number and expires")
+        raise InvalidProvider("each permit needs type, number and expires")
     required = value.get("required", True)
     if not isinstance(required, bool):
-        raise ProviderError("permit.required must be true or false")
+        raise InvalidProvider("permit.required must be true or false")
     return Permit(_text(value["type"], "permit.type"), _text(value["number"], "permit.number"),
                   _date(value.get("expires"), "permit.expires"), required)
 
@@ -195,7 +188,7 @@ def _permit(value: Any) -> Permit:
 def _domain(value: Any) -> str:
     domain = str(value).lower().rstrip(".")
     if not _DOMAIN.fullmatch(domain):
-        raise ProviderError(f"domain {value!r} is not a host name")
+        raise InvalidProvider(f"domain {value!r} is not a host name")
     return domain
 
 
@@ -203,10 +196,10 @@ def _cidr(value: Any) -> str:
     try:
         return str(ipaddress.ip_network(str(value), strict=True))
     except ValueError as error:
-        raise ProviderError(f"IP range {value!r}: {error}") from None
+        raise InvalidProvider(f"IP range {value!r}: {error}") from None
 
 
 def _status(value: Any) -> Status:
     if value not in STATUSES:
-        raise ProviderError(f"status must be one of {', '.join(STATUSES)}")
+        raise InvalidProvider(f"status must be one of {', '.join(STATUSES)}")
     return value  # type: ignore[no-any-return]
