@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaTimeoutError
 from services.assign.records import decode_record, encode_record
 from services.assign.worker import AssignmentWorker, sticky_assignor
 from services.config import IngestSettings, KafkaSettings
-from services.ingest.registry import StreamRecord
+from services.streams.record import StreamRecord
 
 
 def test_a_record_round_trips() -> None:

@@ -35,9 +35,9 @@ from services.api.body import (
 from services.api.errors import error_middleware, status_for
 from services.errors import BodyRefused, InvalidQuery, InvalidRequest, JsonRefused, Unprocessable
 from services.evidence.query import parse_query
-from services.ingest.registry import validate_pull_url
 from services.ingest.sdp_offer import check_offer
 from services.logs.lines import parse_lines
+from services.streams.record import validate_pull_url
 from services.strict_json import MAX_DEPTH, loads
 from tests.bad_offers import BAD_OFFERS, BASE_OFFER, RAISED_BY_AIORTC
 

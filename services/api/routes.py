@@ -35,10 +35,10 @@ from services.errors import (
     Unprocessable,
 )
 from services.ids import validate_id
-from services.ingest.registry import parse_registration
 from services.ingest.sdp_offer import MAX_SDP_BYTES
 from services.logs.lines import parse_lines
 from services.observability import exposition
+from services.streams.record import parse_registration
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
 

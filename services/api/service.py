@@ -27,7 +27,6 @@ from services.events import Lifecycle
 from services.flags.text import encode as encode_flag
 from services.flags.text import report_flag, report_log_line
 from services.ingest.keys import KeyClaims, StreamKeys
-from services.ingest.registry import StreamRecord
 from services.ingest.webrtc import WebRtcSource, WhipSession, answer_offer
 from services.kafka import ConsumerLag, ensure_topics
 from services.logs.archiver import LogArchiver
@@ -41,6 +40,7 @@ from services.providers.gate import IngestRequest
 from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
 from services.stats import StreamStats
+from services.streams.record import StreamRecord
 
 log = logging.getLogger(__name__)
 

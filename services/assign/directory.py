@@ -18,8 +18,8 @@ from services.background import BackgroundTask
 from services.config import IngestSettings, KafkaSettings
 from services.errors import BrokerUnavailable, NotFound
 from services.incidents import describe, quarantine_record
-from services.ingest.registry import StreamRecord
 from services.providers.model import Provider, provider_from_json, provider_to_json
+from services.streams.record import StreamRecord
 
 log = logging.getLogger(__name__)
 

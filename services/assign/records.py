@@ -8,7 +8,7 @@ import socket
 from dataclasses import asdict
 from typing import Any
 
-from services.ingest.registry import StreamRecord
+from services.streams.record import StreamRecord
 
 
 def encode_record(record: StreamRecord) -> bytes:

@@ -33,9 +33,9 @@ from services.errors import BrokerUnavailable, InvalidStreamId
 from services.events import Lifecycle
 from services.ids import validate_id
 from services.incidents import describe, quarantine_record
-from services.ingest.registry import StreamRecord
 from services.kafka import ConsumerLag, start_consumer
 from services.pipeline.supervisor import StreamSupervisor
+from services.streams.record import StreamRecord
 
 log = logging.getLogger(__name__)
 

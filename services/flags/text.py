@@ -13,7 +13,7 @@ from services.logs.lines import line_id
 
 
 class ReportedStream(Protocol):
-    """The registered stream a report names (``services.ingest.registry.StreamRecord``;
+    """The registered stream a report names (``services.streams.record.StreamRecord``;
     the flags stage does not import ingest)."""
 
     @property

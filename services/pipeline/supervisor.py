@@ -12,7 +12,6 @@ from services.archive.segments import StreamArchive
 from services.config import Settings, SourceSettings
 from services.errors import StreamWardenError
 from services.events import EventLog, Lifecycle
-from services.ingest.registry import StreamRecord
 from services.ingest.source import EndReason, SourceState, StateListener
 from services.pipeline.stream import (
     PipelineObserver,
@@ -21,6 +20,7 @@ from services.pipeline.stream import (
     StreamIdentity,
     StreamPipeline,
 )
+from services.streams.record import StreamRecord
 
 log = logging.getLogger(__name__)
 #: How long stopping one stream may take (its reader thread finishing a read).

@@ -1,4 +1,4 @@
-"""Stream registrations: the record kept per stream and the checks on what the API accepts."""
+"""Stream registrations: the record kept per stream and the checks the API applies (pure)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""What the service knows of a registered stream (the record, its checks); no I/O."""
