@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 
@@ -12,6 +13,13 @@ from services.errors import StreamWardenError
 from services.spool import Spool, SpoolEntry
 
 log = logging.getLogger(__name__)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a worker thread
+        return None
 
 
 class SpoolDrainer(ABC):
@@ -34,8 +42,11 @@ class SpoolDrainer(ABC):
         self._wakeup = asyncio.Event()
         self._loop: BackgroundTask | None = None  # named after the subclass, made at start
         self._pass_done = asyncio.Event()
+        #: The event loop the drainer runs on, for ``notify`` from other threads.
+        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        self._event_loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = BackgroundTask(self._run, self.name)
         self._loop.start()
@@ -45,8 +56,13 @@ class SpoolDrainer(ABC):
             await self.close()
 
     def notify(self) -> None:
-        """Tell the drainer new items are waiting."""
-        self._wakeup.set()
+        """Tell the drainer new items are waiting. Safe to call from any thread."""
+        loop = self._event_loop
+        if loop is None or _running_loop() is loop:
+            self._wakeup.set()
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop: nothing is left to wake
+            loop.call_soon_threadsafe(self._wakeup.set)
 
     async def wait_drained(self, timeout_s: float) -> bool:
         """True once the spool is empty; False if ``timeout_s`` passed first."""

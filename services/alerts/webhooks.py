@@ -8,6 +8,7 @@ other 4xx means the receiver will never take it: the alert is set aside and coun
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -47,6 +48,20 @@ class WebhookSender(SpoolDrainer):
         self.timeout_s = timeout_s
         self.delivered = 0
         self._session: aiohttp.ClientSession | None = None
+
+    async def enqueue(self, item_id: str, url: str, body: bytes) -> None:
+        """Spool ``body`` for the webhook at ``url`` (off the event loop), then wake the
+        sender. Raises SpoolFull at the spool's cap; a pending ``item_id`` is a no-op."""
+        await asyncio.to_thread(self._put, item_id, url, body)
+        self.notify()
+
+    def enqueue_nowait(self, item_id: str, url: str, body: bytes) -> None:
+        """``enqueue`` for a caller that may block (a worker thread). Any thread."""
+        self._put(item_id, url, body)
+        self.notify()
+
+    def _put(self, item_id: str, url: str, body: bytes) -> None:
+        self.spool.put(item_id, body, {"url": url})
 
     async def deliver(self, entry: SpoolEntry) -> None:
         url = str(entry.meta["url"])
