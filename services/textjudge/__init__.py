@@ -1,0 +1,7 @@
+"""The text judge (chat, OCR, QR payloads, transcripts) and the code reader of issue 17."""
+
+from services.textjudge.judge import SOURCES, Source, TextFinding, TextJudge
+from services.textjudge.rulefile import RuleFileError, RulesConfig, load_rules, parse_rules
+
+__all__ = ["SOURCES", "RuleFileError", "RulesConfig", "Source", "TextFinding", "TextJudge",
+           "load_rules", "parse_rules"]
