@@ -1,5 +1,5 @@
-"""The operation log, lifecycle events, own-thread jobs and CLI JSON lines, with a fake
-spooled publisher: no broker."""
+"""The operation log, lifecycle events, own-thread jobs and CLI JSON lines, on a real
+spool with an unstarted publisher: no broker."""
 
 from __future__ import annotations
 
@@ -7,35 +7,45 @@ import asyncio
 import hashlib
 import json
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.commands.output import print_json_line
+from services.config import KafkaSettings
 from services.events import EVENT_SCHEMA_VERSION, EventLog, Lifecycle
+from services.kafka_publisher import SpooledKafkaPublisher
 from services.logs.lines import line_id
 from services.logs.oplog import SERVICE_PROVIDER, OperationLog, actor_of, operation_line
+from services.spool import Spool
 from services.threads import run_in_own_thread
 
 pytestmark = pytest.mark.timeout(5)
 
 
-class FakeSpool:
-    def __init__(self) -> None:
-        self.items: list[tuple[str, bytes, dict[str, Any]]] = []
+class Publisher:
+    """A real spooled publisher on a spool in a temporary folder, never started: what
+    producers enqueue stays in the spool for the test to read back (no broker)."""
 
-    def put(self, item_id: str, data: bytes, meta: dict[str, Any]) -> None:
-        self.items.append((item_id, data, meta))
+    def __init__(self, folder: Path) -> None:
+        self.spool = Spool(folder, max_bytes=1 << 20)
+        self.publisher = SpooledKafkaPublisher(self.spool, KafkaSettings(), "test")
+
+    def items(self) -> list[tuple[str, dict[str, Any], Mapping[str, Any]]]:
+        return [(e.item_id, json.loads(e.body), e.meta) for e in self.spool.pending()]
 
 
-class FakePublisher:
-    def __init__(self) -> None:
-        self.spool = FakeSpool()
-        self.notified = 0
+@pytest.fixture
+def publisher(tmp_path: Path) -> Publisher:
+    return Publisher(tmp_path / "spool")
 
-    def notify(self) -> None:
-        self.notified += 1
+
+@pytest.fixture
+def log_publisher(tmp_path: Path) -> Publisher:
+    return Publisher(tmp_path / "log-spool")
 
 
 # --- actors and operation lines ---------------------------------------------------------------
@@ -69,61 +79,55 @@ def test_operation_line_without_a_stream() -> None:
     assert datetime.fromisoformat(line["timestamp"]).tzinfo is not None
 
 
-async def test_operation_log_spools_then_notifies() -> None:
-    publisher = FakePublisher()
-    oplog = OperationLog(publisher, "streamwarden.accesslog")  # type: ignore[arg-type]
+async def test_operation_log_spools_each_line(publisher: Publisher) -> None:
+    oplog = OperationLog(publisher.publisher, "streamwarden.accesslog")
     line = await oplog.record("admin:abc", "http", {"path": "/x"}, "s1")
-    [(item_id, data, meta)] = publisher.spool.items
+    [(item_id, body, meta)] = publisher.items()
     assert item_id == line["id"]
-    assert json.loads(data) == line
-    assert meta == {"topic": "streamwarden.accesslog", "key": "streamwarden"}
-    assert publisher.notified == 1
+    assert body == line
+    assert dict(meta) == {"topic": "streamwarden.accesslog", "key": "streamwarden"}
 
 
 # --- lifecycle events -------------------------------------------------------------------------
 
 
-async def test_emit_spools_a_versioned_event_keyed_by_stream() -> None:
-    publisher = FakePublisher()
-    events = EventLog(publisher, "streamwarden.events")  # type: ignore[arg-type]
+async def test_emit_spools_a_versioned_event_keyed_by_stream(publisher: Publisher) -> None:
+    events = EventLog(publisher.publisher, "streamwarden.events")
     event = await events.emit("s1", Lifecycle.REFUSED, reason="host_missing", address="1.2.3.4")
     assert event["schema_version"] == EVENT_SCHEMA_VERSION
     assert (event["stream_id"], event["type"]) == ("s1", "refused")
     assert event["detail"] == {"reason": "host_missing", "address": "1.2.3.4"}
     datetime.fromisoformat(event["at"])
-    [(item_id, data, meta)] = publisher.spool.items
+    [(item_id, body, meta)] = publisher.items()
     assert item_id == event["id"]
-    assert json.loads(data) == event
-    assert meta == {"topic": "streamwarden.events", "key": "s1"}
-    assert publisher.notified == 1
+    assert body == event
+    assert dict(meta) == {"topic": "streamwarden.events", "key": "s1"}
 
 
-async def test_events_get_distinct_ids_even_for_the_same_change() -> None:
-    events = EventLog(FakePublisher(), "t")  # type: ignore[arg-type]
+async def test_events_get_distinct_ids_even_for_the_same_change(publisher: Publisher) -> None:
+    events = EventLog(publisher.publisher, "t")
     ids = {(await events.emit("s1", Lifecycle.STALLED))["id"] for _ in range(10)}
     assert len(ids) == 10
+    assert len(publisher.items()) == 10
 
 
-async def test_events_go_to_the_operation_log_too() -> None:
-    publisher, log_publisher = FakePublisher(), FakePublisher()
-    oplog = OperationLog(log_publisher, "accesslog")  # type: ignore[arg-type]
-    events = EventLog(publisher, "events", oplog)  # type: ignore[arg-type]
+async def test_events_go_to_the_operation_log_too(publisher: Publisher,
+                                                  log_publisher: Publisher) -> None:
+    oplog = OperationLog(log_publisher.publisher, "accesslog")
+    events = EventLog(publisher.publisher, "events", oplog)
     await events.emit("s1", Lifecycle.STARTED, url="rtmp://x")
-    [(_, data, _)] = log_publisher.spool.items
-    line = json.loads(data)
+    [(_, line, _)] = log_publisher.items()
     assert (line["user_id"], line["event_type"], line["stream_id"]) == (
         "system", "stream.started", "s1")
     assert line["payload"] == {"url": "rtmp://x"}
 
 
-async def test_emit_soon_then_flush() -> None:
-    publisher = FakePublisher()
-    events = EventLog(publisher, "events")  # type: ignore[arg-type]
+async def test_emit_soon_then_flush(publisher: Publisher) -> None:
+    events = EventLog(publisher.publisher, "events")
     for kind in (Lifecycle.STARTED, Lifecycle.ENDED):
         events.emit_soon("s1", kind)
     await events.flush()
-    assert [json.loads(data)["type"] for _, data, _ in publisher.spool.items] == [
-        "started", "ended"]
+    assert sorted(body["type"] for _, body, _ in publisher.items()) == ["ended", "started"]
     await events.flush()  # nothing pending: returns at once
 
 
