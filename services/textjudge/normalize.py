@@ -196,7 +196,7 @@ def printable(text: str, limit: int = 512) -> tuple[str, bool]:
     changed = len(text) > limit
     out: list[str] = []
     for ch in text[:limit]:
-        if ch.isprintable() or ch == " ":
+        if ch.isprintable() or unicodedata.category(ch) == "Zs":  # ideographic space too
             out.append(ch)
             continue
         changed = True

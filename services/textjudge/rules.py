@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -34,7 +35,8 @@ class Hit:
 
 #: Separators allowed inside one written number ("138 0013 8000", "010-1234 5678").
 _MAX_NUMBER_GAP = 3
-_MAX_GROUPS = 24
+#: A number has at most 15 digits, so at most 15 groups.
+_MAX_GROUPS = 15
 
 
 def _digit_groups(text: str) -> Iterator[list[tuple[int, int]]]:
@@ -66,8 +68,8 @@ def _phone(digits: str, international: bool) -> tuple[str, str] | None:
         candidate = "+" + (digits[2:] if digits.startswith("00") else digits)
     elif digits.startswith("86") and len(digits) in (12, 13):
         candidate = "+" + digits
-    elif (digits.startswith("1") and len(digits) == 11) or (
-            digits.startswith("0") and 10 <= len(digits) <= 12):
+    elif (len(digits) == 11 and digits[0] == "1" and digits[1] in "3456789") or (
+            10 <= len(digits) <= 12 and digits[0] == "0" and digits[1] != "0"):
         candidate = digits  # national form; a landline needs its trunk 0 and area code
     else:
         return None
@@ -91,31 +93,34 @@ def _phone(digits: str, international: bool) -> tuple[str, str] | None:
 
 
 def phone_hits(view: Normalized) -> list[Hit]:
-    """Numbers made of whole written groups, longest first; a group is never split, so an
-    order number with a phone number inside it is not one."""
+    """Numbers made of whole written groups, leftmost then longest; a group is never
+    split, so an order number with a phone number inside it is not one."""
     text = view.text
     hits: list[Hit] = []
     for run in _digit_groups(text):
-        run = run[:_MAX_GROUPS]
-        taken: list[tuple[int, int]] = []
-        candidates = sorted(((i, j) for i in range(len(run)) for j in range(i, len(run))),
-                            key=lambda ij: (ij[0] - ij[1], ij[0]))
-        for i, j in candidates:
-            start, end = run[i][0], run[j][1]
-            if any(start < t_end and t_start < end for t_start, t_end in taken):
-                continue
-            digits = ascii_digits("".join(text[a:b] for a, b in run[i:j + 1]))
-            if not 7 <= len(digits) <= 15:
-                continue
-            plus = start > 0 and text[start - 1] == "+"
-            found = _phone(digits, plus)
-            if found is None:
-                continue
-            if plus:
-                start -= 1
-            taken.append((start, end))
-            hits.append(Hit(found[0], found[1], "light", start, end))
-    return sorted(hits, key=lambda hit: hit.start)
+        digits = [ascii_digits(text[a:b]) for a, b in run]
+        ends = list(accumulate((len(d) for d in digits), initial=0))  # digits before group
+        i = 0
+        while i < len(run):
+            hit, last = _longest_phone(text, run, digits, ends, i)
+            if hit is not None:
+                hits.append(hit)
+            i = last + 1
+    return hits
+
+
+def _longest_phone(text: str, run: list[tuple[int, int]], digits: list[str], ends: list[int],
+                   i: int) -> tuple[Hit | None, int]:
+    """The longest number starting at group ``i``, and the last group it takes."""
+    start = run[i][0]
+    plus = start > 0 and text[start - 1] == "+"
+    for j in range(min(len(run), i + _MAX_GROUPS) - 1, i - 1, -1):
+        if not 7 <= ends[j + 1] - ends[i] <= 15:
+            continue
+        found = _phone("".join(digits[i:j + 1]), plus)
+        if found is not None:
+            return Hit(found[0], found[1], "light", start - plus, run[j][1]), j
+    return None, i
 
 
 # --- contact ids (compact view: separators inside words are gone) ------------------------
