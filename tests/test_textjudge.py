@@ -20,7 +20,7 @@ def lists_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("lists")
     (directory / "gambling.txt").write_text("# 赌博\n赌博\n百家乐\ncasino\n", "utf-8")
     (directory / "drugs.txt").write_text("冰毒\n麻古\n", "utf-8")
-    (directory / "sexual_services.txt").write_text("上門服務\nescort\n", "utf-8")
+    (directory / "sexual_services.txt").write_text("上門服務\nescort\npaid sex\n", "utf-8")
     return directory
 
 
@@ -108,6 +108,8 @@ def test_finding_points_at_the_original_text(judge: TextJudge) -> None:
     ("c.a.s.i.n.o", "gambling", "casino"),                    # spaced-out letters
     ("出冰毒", "drugs", "冰毒"),
     ("上门服务", "sexual_services", "上门服务"),              # the list has it Traditional
+    ("PAID   sex", "sexual_services", "paid sex"),             # runs of spaces
+    ("e💋s💋c💋o💋r💋t", "sexual_services", "escort"),           # emoji between letters
 ])
 def test_word_lists_after_normalisation(judge: TextJudge, text: str, category: str,
                                         term: str) -> None:

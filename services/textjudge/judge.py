@@ -79,8 +79,9 @@ class TextJudge:
         hits = [*phone_hits(light), *contact_hits(compact, self.contacts),
                 *link_hits(light, self.config.allowed_domains), *self._list_hits(compact)]
         disabled = set(self.config.disabled_rules)
-        return [self._finding(hit, light if hit.view == "light" else compact, source)
-                for hit in hits if hit.rule not in disabled]
+        findings = [self._finding(hit, light if hit.view == "light" else compact, source)
+                    for hit in hits if hit.rule not in disabled]
+        return sorted(findings, key=lambda f: f.span[0] if f.span is not None else len(line))
 
     def _qr_url(self, url: str, line: str) -> list[TextFinding]:
         host = host_of(url)

@@ -175,10 +175,14 @@ def compact(view: Normalized) -> Normalized:
             drop.add(index)
     chars: list[str] = []
     origin: list[int] = []
-    for index, (_, start, end) in enumerate(runs):
+    for index, (is_word, start, end) in enumerate(runs):
         if index in drop:
             continue
-        chars.append(text[start:end])
+        if not is_word and text[start:end].isspace():
+            end = start + 1  # "paid   sex" matches the term "paid sex"
+            chars.append(" ")
+        else:
+            chars.append(text[start:end])
         origin.extend(view.origin[start:end])
     return Normalized("".join(chars), tuple(origin), view.original)
 
