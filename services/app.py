@@ -7,7 +7,10 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
+from aiortc import MediaStreamTrack
+
 from services.archive.objects import ObjectUploader
+from services.archive.recorder import FrameRecorder
 from services.archive.segments import StreamArchive
 from services.archive.store import ObjectStore
 from services.classify.classifier import Classifier
@@ -23,11 +26,13 @@ from services.ingest.source import (
     StateListener,
     StreamSource,
 )
+from services.ingest.webrtc import WebRtcSource
 from services.kafka import ensure_topics
 from services.kafka_publisher import SpooledKafkaPublisher
 from services.logs.oplog import OperationLog
 from services.pipeline.stream import (
     PipelineObserver,
+    Source,
     SourceFactory,
     StreamIdentity,
     StreamPipeline,
@@ -131,6 +136,18 @@ class ModerationApp:
         return StreamArchive(self.settings.archive, self.uploader, self.settings.s3.bucket,
                              identity.provider_id, identity.stream_id,
                              asyncio.get_running_loop(), spool_full)
+
+    def track_pipeline(self, identity: StreamIdentity, track: MediaStreamTrack,
+                       observer: PipelineObserver | None = None) -> StreamPipeline:
+        """A pipeline reading a WebRTC track (WHIP)."""
+        archive = self.archive_for(identity)
+        recorder = FrameRecorder(archive, self.settings.archive) if archive else None
+
+        def make_source(sampler: IntervalSampler, stats: StreamStats,
+                        queue: LatestQueue[Any]) -> Source:
+            return WebRtcSource(track, sampler, stats, queue, recorder)
+
+        return self.pipeline_from(identity, make_source, observer, archive)
 
     def pipeline_from(self, identity: StreamIdentity, make_source: SourceFactory,
                       observer: PipelineObserver | None = None,

@@ -14,7 +14,8 @@ class Backoff:
     attempts: int = 0
 
     def next_delay(self) -> float:
-        ceiling = min(self.cap_s, self.base_s * (2**self.attempts))
+        # The exponent is capped: 2**1024 overflows a float after hours of retries.
+        ceiling = min(self.cap_s, self.base_s * (2 ** min(self.attempts, 60)))
         self.attempts += 1
         # Jitter spreads reconnect storms; it is not a security boundary.
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311

@@ -147,3 +147,7 @@ def configure_logging(level: int, json_lines: bool) -> None:
 
 def register(collector: Any) -> None:
     REGISTRY.register(collector)
+
+
+def unregister(collector: Any) -> None:
+    REGISTRY.unregister(collector)

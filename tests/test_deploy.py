@@ -83,7 +83,7 @@ def test_edge_config_calls_back_into_the_routes_that_exist() -> None:
 
 
 def _roles_of(command: list[str]) -> frozenset[str]:
-    from services.api.service import parse_roles
+    from services.node import parse_roles
 
     return parse_roles(command[command.index("--roles") + 1])
 

@@ -232,3 +232,7 @@ async def test_probes_are_not_logged() -> None:
 async def test_a_full_log_spool_does_not_fail_the_call() -> None:
     middleware = access_middleware(FakeOplog(full=True))  # type: ignore[arg-type]
     assert (await middleware(_request(), _ok)).status == 200
+
+
+def test_a_token_with_undecodable_bytes_matches_nothing() -> None:
+    assert match_token("\udcff", {"t": "admin"}) is None

@@ -242,3 +242,10 @@ def test_yolov8_with_nothing_above_threshold() -> None:
     assert result.detections == ()
     assert result.label_scores == {}
     assert not math.isnan(sum(result.label_scores.values()))
+
+
+def test_backoff_never_overflows_after_many_attempts() -> None:
+    from services.backoff import Backoff
+
+    delay = Backoff(base_s=0.2, cap_s=10.0, attempts=5000).next_delay()
+    assert 5.0 <= delay <= 10.0

@@ -157,3 +157,9 @@ def test_arbitrary_ascii_keys_are_refused_not_crashing(key: str) -> None:
 def test_claims_are_a_plain_record() -> None:
     claims = KeyClaims("k", "s", "p", None, 1)
     assert claims == KeyClaims("k", "s", "p", None, 1)
+
+
+@pytest.mark.parametrize("key", ["a.é", "a.\udcff", "é.é"])
+def test_non_ascii_keys_are_refused_not_crashed(key: str) -> None:
+    with pytest.raises(StreamWardenError, match="signature does not match"):
+        StreamKeys("s" * 16).verify(key)

@@ -9,13 +9,12 @@ from aiohttp import web
 from services.api.access import ACTOR
 from services.api.auth import requires
 from services.api.body import read_json
-from services.api.service import Service
+from services.api.parts import parts_of
 from services.archive.holds import HoldRequest, set_hold, validate_case
 from services.archive.playback import list_sessions, signed_playlist
 from services.errors import ConfigError, InvalidRequest, InvalidStreamId, Unprocessable
 from services.ids import validate_id
 
-SERVICE: web.AppKey[Service] = web.AppKey("archive-service", Service)
 #: Presigned segment URLs stay valid this long unless the caller asks for less.
 _MAX_EXPIRES_S = 12 * 3600
 
@@ -31,7 +30,7 @@ def _ids(request: web.Request) -> tuple[str, str]:
 @requires("moderator", "investigator", "admin")
 async def archive_sessions(request: web.Request) -> web.Response:
     provider, stream = _ids(request)
-    found = await list_sessions(request.app[SERVICE].app.store, provider, stream)
+    found = await list_sessions(parts_of(request).store, provider, stream)
     base = f"/v1/archive/{provider}/{stream}"
     return web.json_response({"stream_id": stream, "sessions": [
         {"session": s.session, "segments": s.segments, "start_s": s.start_s, "end_s": s.end_s,
@@ -49,7 +48,7 @@ async def archive_playlist(request: web.Request) -> web.Response:
         raise InvalidRequest("expires_s must be a whole number of seconds") from None
     if expires < 60:
         raise InvalidRequest("expires_s must be at least 60")
-    body = await signed_playlist(request.app[SERVICE].app.store, provider, stream, session,
+    body = await signed_playlist(parts_of(request).store, provider, stream, session,
                                  expires)
     return web.Response(body=body, content_type="application/vnd.apple.mpegurl",
                         headers={"Cache-Control": "private, max-age=60"})
@@ -67,9 +66,9 @@ async def release_hold(request: web.Request) -> web.Response:
 
 async def _hold(request: web.Request, on: bool) -> web.Response:
     hold = _hold_request(await read_json(request), request.get(ACTOR, "anonymous"))
-    service = request.app[SERVICE]
-    result = await set_hold(service.app.store, hold, on)
-    await service.app.oplog.record(hold.actor, "archive.hold" if on else "archive.release", {
+    parts = parts_of(request)
+    result = await set_hold(parts.store, hold, on)
+    await parts.oplog.record(hold.actor, "archive.hold" if on else "archive.release", {
         "case": hold.case, "provider_id": hold.provider_id, "session": hold.session,
         "objects": len(result.keys), "record": result.record_key}, hold.stream_id)
     return web.json_response({"case": hold.case, "legal_hold": on, "objects": len(result.keys),
@@ -96,8 +95,7 @@ def _session(value: str) -> str:
         raise InvalidRequest(str(error)) from None
 
 
-def add_archive_routes(app: web.Application, service: Service) -> None:
-    app[SERVICE] = service
+def add_archive_routes(app: web.Application) -> None:
     app.add_routes([
         web.get("/v1/archive/{provider_id}/{stream_id}/sessions", archive_sessions),
         web.get("/v1/archive/{provider_id}/{stream_id}/{session}/index.m3u8", archive_playlist),

@@ -43,7 +43,8 @@ def match_token(presented: str, tokens: dict[str, str]) -> str | None:
     """The role of ``presented``; every token is compared, in constant time each."""
     role = None
     for token, token_role in tokens.items():
-        if hmac.compare_digest(presented.encode(), token.encode()):
+        # surrogateescape: aiohttp decodes header bytes that way; \xff must not crash.
+        if hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), token.encode()):
             role = token_role
     return role
 

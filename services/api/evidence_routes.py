@@ -10,13 +10,12 @@ from aiohttp import web
 from services.api.access import ACTOR
 from services.api.auth import requires
 from services.api.body import read_object
-from services.api.service import Service
+from services.api.parts import parts_of
 from services.errors import InvalidQuery
 from services.evidence.collect import collect
 from services.evidence.export import export
 from services.evidence.query import parse_query
 
-SERVICE: web.AppKey[Service] = web.AppKey("evidence-service", Service)
 _MAX_PAGE = 500
 
 
@@ -35,10 +34,10 @@ def _page(params: Any) -> tuple[int, int]:
 async def find_evidence(request: web.Request) -> web.Response:
     query = parse_query(dict(request.query))
     size, start = _page(request.query)
-    service = request.app[SERVICE]
-    items = (await collect(service.settings, service.app.store, query)).items()
+    parts = parts_of(request)
+    items = (await collect(parts.settings, parts.store, query)).items()
     page = items[start:start + size]
-    await service.app.oplog.record(request.get(ACTOR, "anonymous"), "evidence.query", {
+    await parts.oplog.record(request.get(ACTOR, "anonymous"), "evidence.query", {
         "case": query.case, "query": query.public(), "items": len(items), "cursor": start},
         query.stream_id)
     following = start + size if start + size < len(items) else None
@@ -50,17 +49,16 @@ async def find_evidence(request: web.Request) -> web.Response:
 async def export_evidence(request: web.Request) -> web.Response:
     body = await read_object(request)
     query = parse_query(body)
-    service = request.app[SERVICE]
+    parts = parts_of(request)
     actor = request.get(ACTOR, "anonymous")
-    result = await export(service.settings, service.app.store, query, actor)
-    await service.app.oplog.record(actor, "evidence.export", {
+    result = await export(parts.settings, parts.store, query, actor)
+    await parts.oplog.record(actor, "evidence.export", {
         "case": query.case, "query": query.public(), "key": result.key,
         "sha256": result.sha256, "files": result.files, "reason": body.get("reason")},
         query.stream_id)
     return web.json_response(result.public(), status=201)
 
 
-def add_evidence_routes(app: web.Application, service: Service) -> None:
-    app[SERVICE] = service
+def add_evidence_routes(app: web.Application) -> None:
     app.add_routes([web.get("/v1/evidence", find_evidence),
                     web.post("/v1/evidence/exports", export_evidence)])

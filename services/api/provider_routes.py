@@ -8,12 +8,10 @@ from aiohttp import web
 
 from services.api.auth import requires
 from services.api.body import read_json
-from services.api.service import Service
+from services.api.parts import parts_of
 from services.errors import InvalidRequest, InvalidStreamId, Unprocessable
 from services.ids import validate_id
 from services.providers.desk import today
-
-SERVICE: web.AppKey[Service] = web.AppKey("provider-service", Service)
 
 
 def _provider_id(request: web.Request) -> str:
@@ -25,20 +23,20 @@ def _provider_id(request: web.Request) -> str:
 
 @requires("admin")
 async def register_provider(request: web.Request) -> web.Response:
-    provider = await request.app[SERVICE].desk.register(await read_json(request))
+    provider = await parts_of(request).desk.register(await read_json(request))
     return web.json_response(provider.view(today()), status=201)
 
 
 @requires("admin")
 async def update_provider(request: web.Request) -> web.Response:
-    desk = request.app[SERVICE].desk
+    desk = parts_of(request).desk
     provider = await desk.update(_provider_id(request), await read_json(request))
     return web.json_response(provider.view(today()))
 
 
 @requires("admin", "investigator")
 async def list_providers(request: web.Request) -> web.Response:
-    views = [p.view(today()) for p in request.app[SERVICE].desk.all()]
+    views = [p.view(today()) for p in parts_of(request).desk.all()]
     if request.query.get("overdue") == "true":
         views = [v for v in views if v["public_security_overdue"]]
     return web.json_response({"providers": views})
@@ -46,13 +44,13 @@ async def list_providers(request: web.Request) -> web.Response:
 
 @requires("admin", "investigator")
 async def get_provider(request: web.Request) -> web.Response:
-    provider = request.app[SERVICE].desk.get(_provider_id(request))
+    provider = parts_of(request).desk.get(_provider_id(request))
     return web.json_response(provider.view(today()))
 
 
 @requires("platform", "admin")
 async def put_host(request: web.Request) -> web.Response:
-    host = await request.app[SERVICE].desk.put_host(_provider_id(request),
+    host = await parts_of(request).desk.put_host(_provider_id(request),
                                                  await read_json(request))
     return web.json_response({"host_id": host.host_id, "verified": host.verified,
                               "blacklisted": host.blacklisted}, status=201)
@@ -60,7 +58,7 @@ async def put_host(request: web.Request) -> web.Response:
 
 @requires("platform", "admin")
 async def post_report(request: web.Request) -> web.Response:
-    flag = await request.app[SERVICE].report(_report_body(await read_json(request)))
+    flag = await parts_of(request).reports.report(_report_body(await read_json(request)))
     return web.json_response({"flag_id": flag["id"], "stream_id": flag["stream_id"]},
                              status=202)
 
@@ -83,8 +81,7 @@ def _report_body(body: Any) -> dict[str, Any]:
     return body
 
 
-def add_provider_routes(app: web.Application, service: Service) -> None:
-    app[SERVICE] = service
+def add_provider_routes(app: web.Application) -> None:
     app.add_routes([
         web.post("/v1/providers", register_provider), web.get("/v1/providers", list_providers),
         web.get("/v1/providers/{provider_id}", get_provider),

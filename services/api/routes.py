@@ -1,4 +1,4 @@
-"""HTTP routes. Each handler is small: parse, call the service, answer JSON."""
+"""HTTP routes. Each handler is small: parse, call a domain service, answer JSON."""
 
 from __future__ import annotations
 
@@ -22,15 +22,14 @@ from services.api.body import (
 )
 from services.api.errors import error_middleware, json_error
 from services.api.evidence_routes import add_evidence_routes
+from services.api.parts import PARTS, ApiParts, parts_of
 from services.api.provider_routes import add_provider_routes
-from services.api.service import Service
 from services.background import task_report
 from services.errors import (
     Conflict,
-    IngestRefused,
     InvalidRequest,
     InvalidStreamId,
-    KeyRefused,
+    Refused,
     Unavailable,
     Unprocessable,
 )
@@ -40,27 +39,20 @@ from services.logs.lines import parse_lines
 from services.observability import exposition
 from services.streams.record import parse_registration
 
-SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
-
-
-def _service(request: web.Request) -> Service:
-    return request.app[SERVICE]
-
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
-    service = _service(request)
-    if not service.accepting:
+    parts = parts_of(request)
+    if not parts.admission.accepting:
         return web.json_response({"status": "shutting down"}, status=503)
     tasks = task_report()  # background tasks that crashed and were restarted
     if not tasks["healthy"]:
         return web.json_response({"status": "degraded", "tasks": tasks["crashed"]}, status=503)
-    return web.json_response({"status": "ready", "roles": sorted(service.roles),
-                              "worker": service.worker_id,
-                              "streams": len(service.supervisor.watches),
+    return web.json_response({"status": "ready", "roles": sorted(parts.roles),
+                              "worker": parts.worker_id, "streams": parts.watched(),
                               "tasks": tasks["crashed"]})
 
 
@@ -74,26 +66,27 @@ async def metrics(request: web.Request) -> web.Response:
 @requires("platform", "admin")
 async def register_stream(request: web.Request) -> web.Response:
     record = parse_registration(await read_json(request))
-    return web.json_response(await _service(request).register_pull(record), status=201)
+    return web.json_response(await parts_of(request).registry.register_pull(record),
+                             status=201)
 
 
 @requires("platform", "moderator", "admin")
 async def list_streams(request: web.Request) -> web.Response:
-    service = _service(request)
-    streams = [service.status(r.stream_id) for r in service.records()]
+    registry = parts_of(request).registry
+    streams = [registry.status(r.stream_id) for r in registry.records()]
     return web.json_response({"streams": streams})
 
 
 @requires("platform", "moderator", "admin")
 async def get_stream(request: web.Request) -> web.Response:
     stream_id = _stream_id(request)
-    return web.json_response(_service(request).status(stream_id))
+    return web.json_response(parts_of(request).registry.status(stream_id))
 
 
 @requires("platform", "admin")
 async def delete_stream(request: web.Request) -> web.Response:
     stream_id = _stream_id(request)
-    await _service(request).remove(stream_id)
+    await parts_of(request).registry.remove(stream_id)
     return web.Response(status=204)
 
 
@@ -101,17 +94,17 @@ async def delete_stream(request: web.Request) -> web.Response:
 async def post_action(request: web.Request) -> web.Response:
     """A moderator's decision on a flag (the console posts here too)."""
     actor = request.get(ACTOR, "anonymous")
-    message = await _service(request).take_action(await read_json(request), actor)
+    message = await parts_of(request).decisions.take(await read_json(request), actor)
     return web.json_response(message, status=201)
 
 
 @requires("platform", "admin")
 async def post_logs(request: web.Request) -> web.Response:
-    service = _service(request)
-    service.check_accepting()
+    intake = parts_of(request).logs
+    intake.admission.check()  # before reading the body
     valid, rejected = parse_lines(await read_bytes(request, (*LINES_TYPES, CURL_DEFAULT)))
     if valid:
-        await service.accept_logs(valid)
+        await intake.accept(valid)
     answer: dict[str, Any] = {
         "accepted": len(valid),
         "rejected": [{"line": r.line, "reason": r.reason} for r in rejected]}
@@ -125,17 +118,15 @@ async def issue_key(request: web.Request) -> web.Response:
     body = await read_object(request)
     if not body.get("stream_id") or not body.get("provider_id"):
         raise Unprocessable("stream_id and provider_id are required")
-    service = _service(request)
-    key, claims = service.keys.issue(str(body["stream_id"]), str(body["provider_id"]),
-                                     str(body["host_id"]) if body.get("host_id") else None)
-    return web.json_response({"key": key, "key_id": claims.kid, "stream_id": claims.stream_id,
-                              "publish_url": f"{service.settings.api.public_rtmp_url}/{key}"},
-                             status=201)
+    issued = parts_of(request).edge.issue_key(
+        str(body["stream_id"]), str(body["provider_id"]),
+        str(body["host_id"]) if body.get("host_id") else None)
+    return web.json_response(issued, status=201)
 
 
 @requires("platform", "admin")
 async def revoke_key(request: web.Request) -> web.Response:
-    await _service(request).revoke_key(request.match_info["kid"])
+    await parts_of(request).edge.revoke_key(request.match_info["kid"])
     return web.Response(status=204)
 
 
@@ -143,33 +134,29 @@ async def revoke_key(request: web.Request) -> web.Response:
 async def on_publish(request: web.Request) -> web.Response:
     form = await read_form(request)
     key, address = form.get("name", ""), form.get("addr", "unknown")
-    service = _service(request)
     try:
-        claims = await service.accept_publish(key, address)
-    except IngestRefused as error:  # already an event and an access-log line
+        claims = await parts_of(request).edge.accept_publish(key, address)
+    except (Refused, Conflict, Unavailable) as error:  # recorded as an event already
+        # nginx-rtmp refuses the publish on any non-2xx; 403 says "not this key".
         return json_error(403, str(error))
-    except (KeyRefused, Conflict, Unavailable) as error:
-        subject = getattr(error, "stream_id", None) or "unknown-key"
-        await service.refuse(subject, str(error), address)
-        return json_error(403, str(error))  # nginx-rtmp refuses the publish on non-2xx
     return web.json_response({"stream_id": claims.stream_id})
 
 
 @requires("edge")
 async def on_publish_done(request: web.Request) -> web.Response:
     form = await read_form(request)
-    await _service(request).publish_done(form.get("name", ""))
+    await parts_of(request).edge.publish_done(form.get("name", ""))
     return web.json_response({"ok": True})
 
 
 @requires("platform", "admin")
 async def whip_offer(request: web.Request) -> web.Response:
     stream_id = _stream_id(request)
-    service = _service(request)
-    provider, host = _whip_parties(request, service.settings.ingest.enforce_providers)
+    parts = parts_of(request)
+    whip = parts.whip  # NotOnThisNode before the body is read
+    provider, host = _whip_parties(request, parts.settings.ingest.enforce_providers)
     offer = await read_text(request, SDP_TYPES, MAX_SDP_BYTES)
-    session_id, answer = await service.start_whip(stream_id, provider, offer, host,
-                                                  request.remote)
+    session_id, answer = await whip.offer(stream_id, provider, offer, host, request.remote)
     location = f"/v1/whip/{stream_id}/{session_id}"
     return web.Response(status=201, text=answer, content_type="application/sdp",
                         headers={"Location": location})
@@ -191,7 +178,8 @@ def _whip_parties(request: web.Request, gate_on: bool) -> tuple[str, str | None]
 
 @requires("platform", "admin")
 async def whip_delete(request: web.Request) -> web.Response:
-    await _service(request).end_whip(_stream_id(request), request.match_info["session"])
+    await parts_of(request).whip.end_session(_stream_id(request),
+                                             request.match_info["session"])
     return web.Response(status=200)
 
 
@@ -202,16 +190,16 @@ def _stream_id(request: web.Request) -> str:
         raise InvalidRequest(str(error)) from None
 
 
-def build_app(service: Service) -> web.Application:
+def build_http_app(parts: ApiParts) -> web.Application:
     # Bodies are inflated by services.api.body, which answers a broken one in JSON.
-    app = web.Application(client_max_size=service.settings.api.max_body_bytes,
+    app = web.Application(client_max_size=parts.settings.api.max_body_bytes,
                           handler_args={"auto_decompress": False},
-                          middlewares=[access_middleware(service.app.oplog), error_middleware,
-                                       auth_middleware(service.settings.api.tokens)])
-    app[SERVICE] = service
+                          middlewares=[access_middleware(parts.oplog), error_middleware,
+                                       auth_middleware(parts.settings.api.tokens)])
+    app[PARTS] = parts
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz),
                     web.get("/metrics", metrics)])
-    if "api" not in service.roles:  # workers and archivers answer probes and metrics only
+    if "api" not in parts.roles:  # workers and archivers answer probes and metrics only
         return app
     app.add_routes([
         web.post("/v1/streams", register_stream), web.get("/v1/streams", list_streams),
@@ -224,8 +212,8 @@ def build_app(service: Service) -> web.Application:
         web.post("/v1/whip/{stream_id}", whip_offer),
         web.delete("/v1/whip/{stream_id}/{session}", whip_delete),
     ])
-    add_archive_routes(app, service)
-    add_provider_routes(app, service)
-    add_evidence_routes(app, service)
+    add_archive_routes(app)
+    add_provider_routes(app)
+    add_evidence_routes(app)
     app.add_routes([web.post("/v1/actions", post_action)])
     return app

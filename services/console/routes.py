@@ -12,10 +12,10 @@ from aiohttp import web
 
 from services.api.auth import CONSOLE_COOKIE, match_token, requires
 from services.api.body import read_form
-from services.api.service import Service
+from services.api.parts import ApiParts, parts_of
 from services.console.pages import LOGIN, QUEUE, REPLAY
+from services.errors import NotOnThisNode
 
-SERVICE: web.AppKey[Service] = web.AppKey("console-service", Service)
 STATIC = Path(__file__).parent / "static"
 _CONSOLE_ROLES = ("moderator", "admin")
 #: Flags a new viewer sees at once (newest last).
@@ -39,7 +39,7 @@ async def login_page(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     form = await read_form(request)
     token = form.get("token", "")
-    role = match_token(token, request.app[SERVICE].settings.api.tokens) if token else None
+    role = match_token(token, parts_of(request).settings.api.tokens) if token else None
     if role not in _CONSOLE_ROLES:
         return _html(LOGIN.format(error="That token is not a moderator's."), 401)
     response = web.HTTPSeeOther("/console")
@@ -50,7 +50,7 @@ async def login(request: web.Request) -> web.Response:
 
 async def queue_page(request: web.Request) -> web.Response:
     token = request.cookies.get(CONSOLE_COOKIE, "")
-    role = match_token(token, request.app[SERVICE].settings.api.tokens) if token else None
+    role = match_token(token, parts_of(request).settings.api.tokens) if token else None
     if role not in _CONSOLE_ROLES:
         raise web.HTTPSeeOther("/console/login")
     return _html(QUEUE)
@@ -61,12 +61,12 @@ async def replay_page(request: web.Request) -> web.Response:
     return _html(REPLAY)
 
 
-def view(service: Service, flag: dict[str, Any]) -> dict[str, Any]:
+def view(parts: ApiParts, flag: dict[str, Any]) -> dict[str, Any]:
     """What the browser needs: the flag, a presigned snapshot, a replay link."""
     shown = dict(flag)
     snapshot = flag.get("snapshot")
     if snapshot:
-        shown["snapshot_url"] = service.app.store.presign(snapshot.split("/", 3)[3], 3600)
+        shown["snapshot_url"] = parts.store.presign(snapshot.split("/", 3)[3], 3600)
     segments = flag.get("segments") or []
     if segments:
         provider, stream, session = segments[0].split("/")[4:7]
@@ -77,24 +77,24 @@ def view(service: Service, flag: dict[str, Any]) -> dict[str, Any]:
 
 @requires(*_CONSOLE_ROLES)
 async def flag_events(request: web.Request) -> web.StreamResponse:
-    service = request.app[SERVICE]
-    feed = service.feed
+    parts = parts_of(request)
+    feed = parts.feed
     if feed is None:
-        raise web.HTTPServiceUnavailable(text="no flag feed on this node")
+        raise NotOnThisNode("the console needs the api role (no flag feed on this node)")
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
     await response.prepare(request)
     viewer = feed.subscribe()
     try:
         for flag in feed.recent(_BACKLOG):
-            await _send(response, view(service, flag))
+            await _send(response, view(parts, flag))
         while True:
             try:
                 flag = await asyncio.wait_for(viewer.get(), _KEEP_ALIVE_S)
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
-            await _send(response, view(service, flag))
+            await _send(response, view(parts, flag))
     except ConnectionResetError:
         return response  # the browser left
     finally:
@@ -106,8 +106,7 @@ async def _send(response: web.StreamResponse, flag: dict[str, Any]) -> None:
     await response.write(f"id: {flag['id']}\ndata: {data}\n\n".encode())
 
 
-def add_console_routes(app: web.Application, service: Service) -> None:
-    app[SERVICE] = service
+def add_console_routes(app: web.Application) -> None:
     app.add_routes([
         web.get("/console/login", login_page), web.post("/console/login", login),
         web.get("/console", queue_page), web.get("/console/flags", flag_events),

@@ -8,7 +8,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from services.archive.segments import StreamArchive
+from aiortc import MediaStreamTrack
+
 from services.config import Settings, SourceSettings
 from services.errors import StreamWardenError
 from services.events import EventLog, Lifecycle
@@ -16,7 +17,6 @@ from services.ingest.source import EndReason, SourceState, StateListener
 from services.pipeline.stream import (
     PipelineObserver,
     SampleResult,
-    SourceFactory,
     StreamIdentity,
     StreamPipeline,
 )
@@ -66,9 +66,8 @@ class PipelineMaker(Protocol):
                  source_settings: SourceSettings | None = None,
                  end_on_unpublish: bool = True) -> StreamPipeline: ...
 
-    def pipeline_from(self, identity: StreamIdentity, make_source: SourceFactory,
-                      observer: PipelineObserver | None = None,
-                      archive: StreamArchive | None = None) -> StreamPipeline: ...
+    def track_pipeline(self, identity: StreamIdentity, track: MediaStreamTrack,
+                       observer: PipelineObserver | None = None) -> StreamPipeline: ...
 
 
 class StreamSupervisor:
@@ -89,11 +88,10 @@ class StreamSupervisor:
             source_settings=source, end_on_unpublish=not retry_forever)
         return self._start(record, pipeline, holder)
 
-    def watch_source(self, record: StreamRecord, make_source: SourceFactory,
-                     archive: StreamArchive | None = None) -> Watch:
+    def watch_track(self, record: StreamRecord, track: MediaStreamTrack) -> Watch:
         holder: dict[str, Watch] = {}
-        pipeline = self.app.pipeline_from(self._identity(record), make_source,
-                                          self._observer(holder), archive)
+        pipeline = self.app.track_pipeline(self._identity(record), track,
+                                           self._observer(holder))
         watch = self._start(record, pipeline, holder)
         watch.state = "running"  # a WebRTC track is live once negotiated
         self._emit(watch, Lifecycle.STARTED)

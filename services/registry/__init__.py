@@ -1,0 +1,1 @@
+"""The stream registry as a domain service: registrations, removals, status."""

@@ -1,0 +1,1 @@
+"""WebRTC (WHIP) ingest sessions answered by this node."""
