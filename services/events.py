@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from services.kafka_publisher import SpooledKafkaPublisher
+from services.kafka_publisher import OutboundMessage, SpooledKafkaPublisher
 from services.logs.oplog import OperationLog
 
 EVENT_SCHEMA_VERSION = "1.0"
@@ -64,9 +64,7 @@ class EventLog:
                  "type": kind.value, "at": now.isoformat(timespec="milliseconds"),
                  "detail": detail}
         body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
-        await asyncio.to_thread(self.publisher.spool.put, event_id, body,
-                                {"topic": self.topic, "key": stream_id})
-        self.publisher.notify()
+        await self.publisher.enqueue(OutboundMessage(self.topic, stream_id, body, event_id))
         if self.oplog is not None:  # stream starts and stops belong in the operation log
             await self.oplog.record("system", f"stream.{kind.value}", detail, stream_id)
         return event

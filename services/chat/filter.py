@@ -15,7 +15,7 @@ from services.chat.wordlists import WordLists, signature
 from services.config import ChatSettings
 from services.errors import WordListError
 from services.flags.text import chat_flag, encode
-from services.kafka_publisher import SpooledKafkaPublisher
+from services.kafka_publisher import OutboundMessage, SpooledKafkaPublisher
 from services.observability import CHAT_TERMS
 
 log = logging.getLogger(__name__)
@@ -81,10 +81,8 @@ class ChatFilter:
                                      line_id=str(line.get("id")))
                 continue
             for flag_id, body, key in flags:
-                await asyncio.to_thread(self.publisher.spool.put, flag_id, body,
-                                        {"topic": self.flags_topic, "key": key})
+                await self.publisher.enqueue(OutboundMessage(self.flags_topic, key, body, flag_id))
                 self.flags += 1
-        self.publisher.notify()
 
     def _flags_for(self, line: dict[str, Any], archive_key: str, now: datetime
                    ) -> list[tuple[str, bytes, str]]:

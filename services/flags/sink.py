@@ -12,7 +12,7 @@ from models.preprocess import Image
 from services.archive.objects import ObjectUploader
 from services.errors import SpoolFull
 from services.flags.model import Flag
-from services.kafka_publisher import SpooledKafkaPublisher
+from services.kafka_publisher import OutboundMessage, SpooledKafkaPublisher
 
 _SNAPSHOT_QUALITY = 90
 
@@ -57,11 +57,10 @@ class FlagSink:
                 log.error("flag %s of stream %s goes out without its snapshot: %s",
                           flag.id, flag.stream_id, error)
                 kept = replace(flag, snapshot=None)
-            self.publisher.spool.put(kept.id, kept.to_json(),
-                                     {"topic": self.topic, "key": kept.stream_id})
+            self.publisher.enqueue_nowait(
+                OutboundMessage(self.topic, kept.stream_id, kept.to_json(), kept.id))
             return kept
 
         kept = await asyncio.to_thread(persist)
         self.uploader.notify()
-        self.publisher.notify()
         return kept

@@ -9,13 +9,12 @@ the action it records is answered, and reaches Kafka from there.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
 
-from services.kafka_publisher import SpooledKafkaPublisher
+from services.kafka_publisher import OutboundMessage, SpooledKafkaPublisher
 from services.logs.lines import line_id
 
 #: Provider id of the service's own lines.
@@ -51,7 +50,6 @@ class OperationLog:
                      stream_id: str | None = None) -> dict[str, Any]:
         line = operation_line(actor, event_type, payload, stream_id)
         body = json.dumps(line, sort_keys=True, separators=(",", ":")).encode()
-        await asyncio.to_thread(self.publisher.spool.put, line["id"], body,
-                                {"topic": self.topic, "key": SERVICE_PROVIDER})
-        self.publisher.notify()
+        await self.publisher.enqueue(
+            OutboundMessage(self.topic, SERVICE_PROVIDER, body, str(line["id"])))
         return line
