@@ -50,16 +50,6 @@ async def _create(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:
         pass  # another process won the race
 
 
-async def start_consumer(consumer: AIOKafkaConsumer, what: str) -> AIOKafkaConsumer:
-    """Start ``consumer``; if the broker does not answer, close it, BrokerUnavailable."""
-    try:
-        await consumer.start()
-    except (KafkaError, OSError) as error:
-        await consumer.stop()
-        raise BrokerUnavailable(f"{what}: {error}") from None
-    return consumer
-
-
 async def assign_from_time(consumer: AIOKafkaConsumer, topic: str, since: datetime
                            ) -> dict[TopicPartition, int]:
     """Assign every partition of ``topic`` and seek each to its first message at or after

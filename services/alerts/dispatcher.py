@@ -8,7 +8,6 @@ neither loses nor (beyond the spool's dedup by id) repeats one.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -21,9 +20,9 @@ from aiokafka.errors import KafkaError
 
 from services import incidents
 from services.alerts.webhooks import WebhookSender
-from services.background import BackgroundTask
 from services.config import Settings
-from services.kafka import ConsumerLag, start_consumer
+from services.kafka import ConsumerLag
+from services.kafka_follow import Batch, TopicFollower
 from services.observability import ALERTS_SENT, FLAG_TO_ACTION
 from services.spool import Spool
 
@@ -58,59 +57,63 @@ class AlertDispatcher:
         alerts = settings.alerts
         self.sender = WebhookSender(spool, {w.url: w.secret for w in alerts.webhooks},
                                     alerts.timeout_s)
-        self.lag = ConsumerLag(alerts.group_id)
         self._flag_times: OrderedDict[str, datetime] = OrderedDict()
-        #: Records that could not be handled (quarantined and reported).
-        self.skipped = 0
-        self._consumer: AIOKafkaConsumer | None = None
-        self._loop = BackgroundTask(self._run, "alert-dispatcher")
+        self._follower = TopicFollower(
+            "alert-dispatcher", self._group_consumer, self._alert, poison=RECORD_ERRORS,
+            resume=self._rewind, after_batch=self._commit, lag_group=alerts.group_id,
+            what="alert dispatcher")
+
+    @property
+    def lag(self) -> ConsumerLag:
+        return self._follower.lag
+
+    @property
+    def skipped(self) -> int:
+        """Records that could not be handled (quarantined and reported)."""
+        return self._follower.quarantine.skipped
+
+    def _group_consumer(self) -> AIOKafkaConsumer:
+        s = self.settings
+        return AIOKafkaConsumer(
+            s.kafka.flags_topic, s.ingest.events_topic, s.alerts.actions_topic,
+            bootstrap_servers=s.kafka.bootstrap_servers, group_id=s.alerts.group_id,
+            enable_auto_commit=False, auto_offset_reset=s.alerts.start_from,
+            client_id=f"{s.kafka.client_id}-alerts")
 
     async def start(self) -> None:
         await self.sender.start()
         self.sender.notify()  # alerts a previous run spooled
-        if self._consumer is None:
-            s = self.settings
-            self._consumer = await start_consumer(AIOKafkaConsumer(
-                s.kafka.flags_topic, s.ingest.events_topic, s.alerts.actions_topic,
-                bootstrap_servers=s.kafka.bootstrap_servers, group_id=s.alerts.group_id,
-                enable_auto_commit=False, auto_offset_reset=s.alerts.start_from,
-                client_id=f"{s.kafka.client_id}-alerts"), "alert dispatcher")
-        self._loop.start()
+        await self._follower.start()
 
     async def stop(self) -> None:
-        await self._loop.stop()
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        await self._follower.stop()
         await self.sender.stop()
 
-    async def _run(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None  # noqa: S101 - start() made it
+    async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
         await incidents.rewind_to_committed(consumer, self.settings.alerts.start_from)
-        while True:
-            try:
-                batch = await consumer.getmany(timeout_ms=500)
-                for messages in batch.values():
-                    for message in messages:
-                        await self.handle(message)
-                if batch:
-                    await consumer.commit()  # the alerts are in the spool by now
-            except KafkaError as error:  # aiokafka reconnects by itself
-                log.warning("alert dispatcher: %s", error)
-            await self.lag.update(consumer)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, batch: Batch) -> None:
+        if not batch:
+            return
+        try:
+            await consumer.commit()  # the alerts are in the spool by now
+        except KafkaError as error:  # committed with the next batch; the spool dedups
+            log.warning("alert dispatcher: %s", error)
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """One record; one that cannot be handled is quarantined, the rest go on."""
-        try:
-            alert = self._read(record)
-        except RECORD_ERRORS as error:
-            self.skipped += 1
-            incidents.quarantine_record("alert-dispatcher", record, incidents.describe(error))
+        await self._follower.handle(record)
+
+    async def _alert(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Raises one of ``RECORD_ERRORS`` on content it cannot handle."""
+        alert = self._read(record)
+        if alert is None:
             return
-        if alert is not None:
-            await asyncio.to_thread(self._spool, *alert)  # on disk: not on the event loop
-            self.sender.notify()
+        message, body, items = alert
+        for url, item in items.items():
+            await self.sender.enqueue(item, url, body)
+        ALERTS_SENT.labels(message["kind"]).inc()
+        log.warning("alert: %s on stream %s", message["kind"], message.get("stream_id"))
 
     def _read(self, record: ConsumerRecord[bytes, bytes]
               ) -> tuple[dict[str, Any], bytes, dict[str, str]] | None:
@@ -129,12 +132,6 @@ class AlertDispatcher:
         items = {w.url: hashlib.sha256(f"{alert['id']}|{w.url}".encode()).hexdigest()[:40]
                  for w in self.settings.alerts.webhooks}
         return alert, json.dumps(alert, sort_keys=True, ensure_ascii=False).encode(), items
-
-    def _spool(self, alert: dict[str, Any], body: bytes, items: dict[str, str]) -> None:
-        for url, item in items.items():
-            self.sender.spool.put(item, body, {"url": url})
-        ALERTS_SENT.labels(alert["kind"]).inc()
-        log.warning("alert: %s on stream %s", alert["kind"], alert.get("stream_id"))
 
     def _remember(self, flag: dict[str, Any]) -> None:
         self._flag_times[str(flag["id"])] = datetime.fromisoformat(flag["detected_at"])

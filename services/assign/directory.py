@@ -7,21 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from services.assign.records import decode_record, encode_record
-from services.background import BackgroundTask
 from services.config import IngestSettings, KafkaSettings
 from services.errors import BrokerUnavailable, NotFound
-from services.incidents import describe, quarantine_record
+from services.kafka import ConsumerLag
+from services.kafka_follow import TopicFollower
 from services.providers.model import Provider, provider_from_json, provider_to_json
 from services.streams.record import StreamRecord
-
-log = logging.getLogger(__name__)
 
 
 async def behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
@@ -44,39 +41,49 @@ class StreamDirectory:
         #: "provider/host" of hosts moderators blacklisted.
         self.blacklisted_hosts: set[str] = set()
         self._producer: AIOKafkaProducer | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-        self._loop = BackgroundTask(self._run, "stream-directory")
+        self._catch_up_s = 30.0
+        #: Every record is applied alone; one that cannot be read is quarantined.
+        self._follower = TopicFollower(
+            "stream-directory", self._assigned_consumer, self._apply,
+            poison=(ValueError, TypeError, KeyError, RecursionError), prepare=self._catch_up,
+            poll_timeout_ms=1000, lag_group=f"{kafka.client_id}-directory",
+            what="stream directory")
+
+    @property
+    def lag(self) -> ConsumerLag:
+        return self._follower.lag
+
+    def _assigned_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.kafka.bootstrap_servers, enable_auto_commit=False,
+            client_id=f"{self.kafka.client_id}-directory")
 
     async def start(self, catch_up_s: float = 30.0) -> None:
         """Connect, read both topics to their current end, then follow them."""
-        if self._consumer is not None:
+        if self._producer is not None:
             return
+        self._catch_up_s = catch_up_s
         try:
             self._producer = AIOKafkaProducer(
                 bootstrap_servers=self.kafka.bootstrap_servers, acks="all",
                 enable_idempotence=False, client_id=f"{self.kafka.client_id}-registry",
                 request_timeout_ms=int(self.kafka.request_timeout_s * 1000))
             await self._producer.start()
-            self._consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.kafka.bootstrap_servers, enable_auto_commit=False,
-                client_id=f"{self.kafka.client_id}-directory")
-            await self._consumer.start()
-            await self._catch_up(catch_up_s)
+            await self._follower.start()
+        except BrokerUnavailable:
+            await self.stop()
+            raise
         except (KafkaError, OSError) as error:
             await self.stop()
             raise BrokerUnavailable(f"stream directory: {error}") from None
-        self._loop.start()
 
     async def stop(self) -> None:
-        await self._loop.stop()
-        for client in (self._consumer, self._producer):
-            if client is not None:
-                await client.stop()
-        self._consumer = self._producer = None
+        await self._follower.stop()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
 
-    async def _catch_up(self, timeout_s: float) -> None:
-        consumer = self._consumer
-        assert consumer is not None  # noqa: S101 - start() made it
+    async def _catch_up(self, consumer: AIOKafkaConsumer) -> None:
         await consumer.topics()  # fetch metadata
         topics = (self.ingest.streams_topic, self.ingest.status_topic, self.ingest.revoked_topic,
                   self.ingest.providers_topic, self.ingest.host_blacklist_topic)
@@ -85,33 +92,17 @@ class StreamDirectory:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        async with asyncio.timeout(timeout_s):
+        async with asyncio.timeout(self._catch_up_s):
             while await behind(consumer, ends):
-                self._apply_batch(await consumer.getmany(timeout_ms=500))
+                await self._follower.handle_batch(consumer, await consumer.getmany(timeout_ms=500))
 
-    async def _run(self) -> None:
-        assert self._consumer is not None  # noqa: S101 - start() made it
-        while True:
-            try:
-                self._apply_batch(await self._consumer.getmany(timeout_ms=1000))
-            except KafkaError as error:  # aiokafka reconnects by itself
-                log.warning("stream directory: %s", error)
-                await asyncio.sleep(1.0)
-
-    def _apply_batch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-                     ) -> None:
-        for tp, messages in batch.items():
-            for message in messages:
-                self._apply(tp.topic, message)
-
-    def _apply(self, topic: str, message: ConsumerRecord[bytes, bytes]) -> None:
+    def _apply(self, message: ConsumerRecord[bytes, bytes]) -> None:
+        """Raises ValueError (a key that is not UTF-8 included), TypeError, KeyError or
+        RecursionError on a record it cannot read."""
+        topic = message.topic
         if message.key is None:
             return
-        try:
-            key = message.key.decode()
-        except UnicodeDecodeError as error:  # another producer's: not one of our ids
-            quarantine_record("stream-directory", message, describe(error))
-            return
+        key = message.key.decode()  # not UTF-8: another producer's, not one of our ids
         if topic == self.ingest.revoked_topic:
             self.revoked.add(key)  # revocations are never undone
             return
@@ -126,17 +117,11 @@ class StreamDirectory:
         if message.value is None:
             target.pop(key, None)
             return
-        try:
-            target[key] = (decode_record(message.value) if topic == self.ingest.streams_topic
-                           else json.loads(message.value))
-        except (ValueError, TypeError, RecursionError) as error:
-            quarantine_record("stream-directory", message, describe(error))
+        target[key] = (decode_record(message.value) if topic == self.ingest.streams_topic
+                       else json.loads(message.value))
 
     def _apply_provider(self, key: str, message: ConsumerRecord[bytes, bytes]) -> None:
-        try:
-            self.providers[key] = provider_from_json(json.loads(message.value or b""))
-        except (ValueError, TypeError, KeyError, RecursionError) as error:
-            quarantine_record("stream-directory", message, describe(error))
+        self.providers[key] = provider_from_json(json.loads(message.value or b""))
 
     # --- writes ---------------------------------------------------------------------
     async def put_provider(self, provider: Provider) -> None:

@@ -27,13 +27,13 @@ from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitio
 from aiokafka.errors import KafkaError
 
 from services.assign.records import decode_record
-from services.background import BackgroundTask
 from services.config import IngestSettings, KafkaSettings
-from services.errors import BrokerUnavailable, InvalidStreamId
+from services.errors import InvalidStreamId
 from services.events import Lifecycle
 from services.ids import validate_id
-from services.incidents import describe, quarantine_record
-from services.kafka import ConsumerLag, start_consumer
+from services.incidents import describe
+from services.kafka import ConsumerLag
+from services.kafka_follow import Batch, RecordQuarantine, TopicFollower
 from services.pipeline.supervisor import StreamSupervisor
 from services.streams.record import StreamRecord
 
@@ -49,7 +49,6 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.ingest = ingest
         self.supervisor = supervisor
         self.worker_id = worker_id
-        self.lag = ConsumerLag(ingest.group_id)
         self.desired: dict[TopicPartition, dict[str, StreamRecord]] = {}
         #: Partitions still being read up to their end (None: end not known yet).
         self._catching_up: dict[TopicPartition, int | None] = {}
@@ -59,8 +58,23 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._handing_over: set[TopicPartition] = set()
         self._handover_expiry: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # rebalance callbacks and the fetch loop take turns
-        self._consumer: AIOKafkaConsumer | None = None
-        self._loop = BackgroundTask(self._run, "assignment-worker")
+        self._follower = TopicFollower(
+            "assignment-worker", self._subscribed_consumer, self._apply, lock=self._lock,
+            resume=self._resume, after_batch=self._caught_up, lag_group=ingest.group_id,
+            what="assignment worker")
+
+    @property
+    def lag(self) -> ConsumerLag:
+        return self._follower.lag
+
+    @property
+    def _consumer(self) -> AIOKafkaConsumer | None:
+        """Set from the start of ``start()``: the rebalance callbacks use it."""
+        return self._follower.consumer
+
+    @property
+    def _quarantine(self) -> RecordQuarantine:
+        return self._follower.quarantine
 
     @property
     def _heartbeat_ms(self) -> int:
@@ -90,26 +104,19 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             partition_assignment_strategy=(sticky_assignor(self.worker_id),),
             client_id=f"{self.kafka.client_id}-{self.worker_id}")
 
+    def _subscribed_consumer(self) -> AIOKafkaConsumer:
+        consumer = self._make_consumer()
+        consumer.subscribe([self.ingest.streams_topic], listener=self)
+        return consumer
+
     async def start(self) -> None:
-        if self._consumer is not None:
-            return
-        self._consumer = self._make_consumer()
-        self._consumer.subscribe([self.ingest.streams_topic], listener=self)
-        try:  # set before start: the rebalance callbacks use it
-            await start_consumer(self._consumer, "assignment worker")
-        except BrokerUnavailable:
-            self._consumer = None
-            raise
-        self._loop.start()
+        await self._follower.start()
 
     async def stop(self) -> None:
         """Leave the group: the other workers take this one's partitions at once, so on
         shutdown this comes before the streams stop."""
-        await self._loop.stop()
+        await self._follower.stop()
         self._cancel_handover_expiry()
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
 
     # --- rebalance callbacks --------------------------------------------------------
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -193,28 +200,17 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         if expiry is not None and expiry is not asyncio.current_task():
             expiry.cancel()
 
-    # --- fetch loop -------------------------------------------------------------------
-    async def _run(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None  # noqa: S101 - start() made it
+    # --- fetch loop (the follower's; each batch under the lock) -----------------------
+    async def _resume(self, consumer: AIOKafkaConsumer) -> None:
         for tp in consumer.assignment() & set(self._next_offset):
             # Restarted after a crash: the batch it was applying is not lost.
             consumer.seek(tp, self._next_offset[tp])
-        while True:
-            try:
-                batch = await consumer.getmany(timeout_ms=500)
-            except KafkaError as error:  # aiokafka reconnects and rejoins by itself
-                log.warning("assignment worker: %s", error)
-                await asyncio.sleep(1.0)
-                continue
-            async with self._lock:
-                for tp, messages in batch.items():
-                    for message in messages:
-                        await self._apply(tp, message)
-                await self._finish_catch_up(consumer)
-            await self.lag.update(consumer)
 
-    async def _apply(self, tp: TopicPartition, message: ConsumerRecord[bytes, bytes]) -> None:
+    async def _caught_up(self, consumer: AIOKafkaConsumer, batch: Batch) -> None:
+        await self._finish_catch_up(consumer)
+
+    async def _apply(self, message: ConsumerRecord[bytes, bytes]) -> None:
+        tp = TopicPartition(message.topic, message.partition)
         if tp not in self.desired or tp in self._handing_over:
             return  # revoked meanwhile: whoever holds it next reads it
         self._next_offset[tp] = message.offset + 1
@@ -223,9 +219,9 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             stream_id = validate_id(message.key.decode())
         except (UnicodeDecodeError, InvalidStreamId) as error:
-            quarantine_record("assignment-worker", message, describe(error))
+            self._quarantine.skip(message, describe(error))
             return
-        record = _decode(message, stream_id)
+        record = _decode(message, stream_id, self._quarantine)
         if record is None:
             self.desired[tp].pop(stream_id, None)
         else:
@@ -290,7 +286,8 @@ def sticky_assignor(worker_id: str) -> type[StickyPartitionAssignor]:
                  "_latest_partition_movements": None})
 
 
-def _decode(message: ConsumerRecord[bytes, bytes], stream_id: str) -> StreamRecord | None:
+def _decode(message: ConsumerRecord[bytes, bytes], stream_id: str,
+            quarantine: RecordQuarantine) -> StreamRecord | None:
     """The record, or None for a removal (tombstone), a WHIP stream or a bad message
     (quarantined: the stream is treated as removed, the worker goes on)."""
     if message.value is None:
@@ -300,6 +297,6 @@ def _decode(message: ConsumerRecord[bytes, bytes], stream_id: str) -> StreamReco
         if record.stream_id != stream_id:
             raise ValueError(f"record of {record.stream_id!r} under key {stream_id!r}")
     except ValueError as error:
-        quarantine_record("assignment-worker", message, describe(error))
+        quarantine.skip(message, describe(error))
         return None
     return None if record.origin == "whip" else record

@@ -38,11 +38,12 @@ from aiokafka.errors import KafkaError
 
 from services import incidents, strict_json
 from services.archive.store import ObjectStore
-from services.background import BackgroundTask
 from services.config import KafkaSettings, LogSettings, LogStream
 from services.errors import InvalidStreamId, StreamWardenError
 from services.ids import validate_id
-from services.kafka import ConsumerLag, start_consumer
+from services.kafka import ConsumerLag
+from services.kafka_follow import Batch as Fetched
+from services.kafka_follow import TopicFollower
 from services.logs.lines import line_id, partition_of
 
 log = logging.getLogger(__name__)
@@ -120,58 +121,58 @@ class LogArchiver:
         self.stream = stream or settings.user_log()
         self.store = store
         self.on_archived = on_archived
-        self.lag = ConsumerLag(self.stream.group_id)
         self.archived_lines = 0
         self.duplicates = 0
         self.rejected_lines = 0
         self.name = f"log-archiver:{self.stream.prefix}"
-        self._consumer: AIOKafkaConsumer | None = None
-        self._loop = BackgroundTask(self._run, self.name)
+        self._follower = TopicFollower(
+            self.name, self._group_consumer, self._collect, resume=self._resume,
+            after_batch=self._flush_due, max_records=5000, lag_group=self.stream.group_id,
+            what="log archiver")
+        #: Open batches, per partition; records are only batched, never handled, on receipt.
+        self._batches: dict[int, Batch] = defaultdict(Batch)
         self._done: dict[int, int] = {}  # partition -> last archived offset
         self._recent: OrderedDict[str, None] = OrderedDict()  # bounded window of line ids
 
+    @property
+    def lag(self) -> ConsumerLag:
+        return self._follower.lag
+
+    def _group_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            self.stream.topic, bootstrap_servers=self.kafka.bootstrap_servers,
+            group_id=self.stream.group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", client_id=f"{self.kafka.client_id}-logs")
+
     async def start(self) -> None:
-        if self._consumer is None:
-            self._consumer = await start_consumer(AIOKafkaConsumer(
-                self.stream.topic, bootstrap_servers=self.kafka.bootstrap_servers,
-                group_id=self.stream.group_id, enable_auto_commit=False,
-                auto_offset_reset="earliest", client_id=f"{self.kafka.client_id}-logs"),
-                "log archiver")
-        self._loop.start()
+        await self._follower.start()
 
     async def stop(self) -> None:
-        await self._loop.stop()
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        await self._follower.stop()
 
     @property
     def healthy(self) -> bool:
-        return self._loop.healthy
+        return self._follower.healthy
 
-    async def _run(self) -> None:
-        assert self._consumer is not None  # noqa: S101 - start() made it
-        await incidents.rewind_to_committed(self._consumer)
-        batches: dict[int, Batch] = defaultdict(Batch)
-        while True:
-            try:
-                fetched = await self._consumer.getmany(timeout_ms=500, max_records=5000)
-            except KafkaError as error:  # broker away: aiokafka reconnects by itself
-                log.warning("log archiver: %s", error)
-                continue
-            for tp, records in fetched.items():
-                batches[tp.partition].records.extend(records)
-            await self.lag.update(self._consumer)
-            for partition in list(batches):
-                if self._due(batches[partition]):
-                    await self._flush(partition, batches.pop(partition))
+    async def _resume(self, consumer: AIOKafkaConsumer) -> None:
+        """A (re)started loop: what a crashed run had batched is read again."""
+        self._batches.clear()
+        await incidents.rewind_to_committed(consumer)
+
+    def _collect(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self._batches[record.partition].records.append(record)
+
+    async def _flush_due(self, consumer: AIOKafkaConsumer, fetched: Fetched) -> None:
+        for partition in list(self._batches):
+            if self._due(self._batches[partition]):
+                await self._flush(consumer, partition, self._batches.pop(partition))
 
     def _due(self, batch: Batch) -> bool:
         return bool(batch.records) and (
             len(batch.records) >= self.settings.batch_lines
             or time.monotonic() - batch.opened >= self.settings.batch_seconds)
 
-    async def _flush(self, partition: int, batch: Batch) -> None:
+    async def _flush(self, consumer: AIOKafkaConsumer, partition: int, batch: Batch) -> None:
         """Store the batch (retrying while S3 is down), checkpoint, then commit."""
         while True:
             try:
@@ -182,12 +183,11 @@ class LogArchiver:
                     raise
                 log.warning("log archiver: storing failed, retrying: %s", error)
                 await asyncio.sleep(2.0)
-        assert self._consumer is not None  # noqa: S101
         last = batch.records[-1].offset
         tp = TopicPartition(self.stream.topic, partition)
         while True:
             try:
-                await self._consumer.commit({tp: last + 1})
+                await consumer.commit({tp: last + 1})
                 return
             except KafkaError as error:  # the checkpoint already protects against repeats
                 log.warning("log archiver: commit failed, retrying: %s", error)
@@ -235,7 +235,7 @@ class LogArchiver:
         await self.store.put(key, rejected_body(record, reason), "application/json",
                              retention_days=self.stream.retention_days)
         self.rejected_lines += 1
-        incidents.quarantine_record(self.name, record, reason)
+        self._follower.quarantine.skip(record, reason)
 
     def _remember(self, ids: list[str]) -> None:
         for item in ids:

@@ -6,20 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from aiokafka.errors import KafkaError
 
-from services import incidents
-from services.background import BackgroundTask
 from services.config import ConsoleSettings, KafkaSettings
-from services.kafka import assign_from_time, start_consumer
-
-log = logging.getLogger(__name__)
+from services.kafka import ConsumerLag, assign_from_time
+from services.kafka_follow import TopicFollower
 
 #: Flags waiting for one viewer's browser.
 VIEWER_QUEUE = 200
@@ -34,49 +29,43 @@ class FlagFeed:
         self.flags: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.viewers: set[asyncio.Queue[dict[str, Any]]] = set()
         self.dropped = 0
-        #: Records that were not flags (quarantined and reported).
-        self.skipped = 0
-        self._consumer: AIOKafkaConsumer | None = None
-        self._loop = BackgroundTask(self._run, "flag-feed")
+        self._follower = TopicFollower(
+            "flag-feed", self._assigned_consumer, self._add_record, poison=RECORD_ERRORS,
+            prepare=self._from_window, lag_group=f"{kafka.client_id}-console",
+            what="flag feed")
+
+    @property
+    def lag(self) -> ConsumerLag:
+        return self._follower.lag
+
+    @property
+    def skipped(self) -> int:
+        """Records that were not flags (quarantined and reported)."""
+        return self._follower.quarantine.skipped
+
+    def _assigned_consumer(self) -> AIOKafkaConsumer:
+        # Every node needs every flag: partitions are assigned, not shared in a group.
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.kafka.bootstrap_servers, enable_auto_commit=False,
+            client_id=f"{self.kafka.client_id}-console")
+
+    async def _from_window(self, consumer: AIOKafkaConsumer) -> None:
+        since = datetime.now(UTC) - timedelta(hours=self.settings.window_h)
+        await assign_from_time(consumer, self.kafka.flags_topic, since)
 
     async def start(self) -> None:
-        if self._consumer is None:
-            # Every node needs every flag: partitions are assigned, not shared in a group.
-            consumer = await start_consumer(AIOKafkaConsumer(
-                bootstrap_servers=self.kafka.bootstrap_servers, enable_auto_commit=False,
-                client_id=f"{self.kafka.client_id}-console"), "flag feed")
-            self._consumer = consumer
-            since = datetime.now(UTC) - timedelta(hours=self.settings.window_h)
-            await assign_from_time(consumer, self.kafka.flags_topic, since)
-        self._loop.start()
+        await self._follower.start()
 
     async def stop(self) -> None:
-        await self._loop.stop()
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
-
-    async def _run(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None  # noqa: S101 - start() made it
-        while True:
-            try:
-                batch = await consumer.getmany(timeout_ms=500)
-            except KafkaError as error:  # aiokafka reconnects by itself
-                log.warning("flag feed: %s", error)
-                await asyncio.sleep(1.0)
-                continue
-            for records in batch.values():
-                for record in records:
-                    self.receive(record)
+        await self._follower.stop()
 
     def receive(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """One record of the flags topic; one that is not a flag is quarantined."""
-        try:
-            self.add(json.loads(record.value or b""))
-        except RECORD_ERRORS as error:
-            self.skipped += 1
-            incidents.quarantine_record("flag-feed", record, incidents.describe(error))
+        with self._follower.quarantine.guard(record):
+            self._add_record(record)
+
+    def _add_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self.add(json.loads(record.value or b""))
 
     def add(self, flag: Any) -> None:
         """Raises ValueError for what is not a flag (a JSON object with a string id)."""
