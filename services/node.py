@@ -26,7 +26,6 @@ from services.alerts.dispatcher import AlertDispatcher
 from services.alerts.webhooks import WebhookSender
 from services.api.parts import ApiParts
 from services.api.routes import build_http_app
-from services.app import ModerationApp
 from services.assign.directory import StreamDirectory
 from services.assign.records import default_worker_id
 from services.assign.status import StatusReporter
@@ -48,6 +47,7 @@ from services.observability import ServiceCollector
 from services.pipeline.supervisor import StreamSupervisor
 from services.providers.desk import ProviderDesk
 from services.registry.streams import LocalStreams, NoLocalStreams, StreamRegistry
+from services.stages import Stages
 from services.stats import StreamStats
 from services.whip.sessions import WhipSessions
 
@@ -96,7 +96,7 @@ class Node:
         self.roles = roles
         self.worker_id = settings.ingest.worker_id or default_worker_id()
         self.admission = Admission()
-        self.stages = ModerationApp(settings)
+        self.stages = Stages(settings)
         self.supervisor = StreamSupervisor(self.stages)
         self.directory = StreamDirectory(settings.kafka, settings.ingest)
         self.desk = ProviderDesk(self.directory, self.stages.events, self.stages.oplog,
@@ -214,17 +214,17 @@ class Node:
         await self.stages.start(load_model=self.worker is not None)
         stack.push_async_callback(self._stop_stages)
         await self._ensure_topics()
+        # Nothing orders these among themselves; the chat filter's lists are loaded before
+        # the user-log archiver hands it lines, and the worker takes streams last.
+        first: list[Part] = [p for p in (self.feed, self.action_hooks, self.chat, self.alerts,
+                                         self.reporter) if p is not None]
         if "api" in self.roles:
-            await self.directory.start()
-            stack.push_async_callback(self.directory.stop)
-        parts: list[Part] = [p for p in (self.feed, self.action_hooks, self.chat, self.alerts)
-                             if p is not None]
-        await start_together(stack, [*parts, *self.archivers])
-        if self.worker is not None and self.reporter is not None:
-            await start_together(stack, [self.reporter])
-            # After the worker has left its group (below), its streams stop.
+            first.append(self.directory)
+        await start_together(stack, first)
+        if self.worker is not None:
+            # After the worker has left its group (it stops first), its streams stop.
             stack.push_async_callback(self._stop_streams)
-            await start_together(stack, [self.worker])
+        await start_together(stack, [*self.archivers, *([self.worker] if self.worker else [])])
         if self.whip is not None:
             stack.push_async_callback(self.whip.stop)
 
