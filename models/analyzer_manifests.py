@@ -7,6 +7,7 @@ analyzers whose manifests are enabled and whose files verify."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from functools import cache
@@ -46,6 +47,13 @@ class AnalyzerManifest(BaseModel):
     enabled_by_default: bool
     experimental: bool = False
     description: str
+
+    def identity_sha256(self) -> str:
+        """Names this analyzer's exact configuration and files in flags (their "model"):
+        the SHA-256 of the manifest's canonical JSON, which lists every file's hash."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True,
+                               separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def package_dir(self) -> Path:
         spec = importlib.util.find_spec(self.package_module)

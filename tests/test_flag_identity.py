@@ -16,6 +16,7 @@ import pytest
 
 from services.archive.store import ObjectStore
 from services.config import load_settings
+from services.flags.model import SCHEMA_VERSION
 from tests.helpers import publish_rtmp, unique
 from tests.service_helpers import RunningService, TopicCollector, request, start_service
 
@@ -111,7 +112,7 @@ def _assert_one_id_per_judgement(flags: list[dict[str, Any]]) -> None:
         assert by_id.setdefault(flag["id"], flag) == flag, "two different flags share an id"
     judgements = {(f["stream_id"], f["session"], f["stream_time"]) for f in flags}
     assert len(judgements) == len(by_id)
-    assert all(f["schema_version"] == "1.1" for f in flags)
+    assert all(f["schema_version"] == SCHEMA_VERSION for f in flags)
 
 
 async def _assert_snapshots_written_once(flags: list[dict[str, Any]]) -> None:

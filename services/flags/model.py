@@ -9,7 +9,8 @@ from importlib import resources
 from typing import Any, Literal
 
 #: 1.1: video flag ids include the watch session (``session``), which 1.0 ids lacked.
-SCHEMA_VERSION = "1.1"
+#: 1.2: the sources ocr, qr and speech with their ``text`` evidence.
+SCHEMA_VERSION = "1.2"
 Decision = Literal["review", "block"]
 
 
@@ -25,6 +26,45 @@ class ModelRef:
     name: str
     version: str
     sha256: str
+
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Utterance:
+    start: float
+    end: float
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class TextEvidence:
+    """What the text judge found (``services.textjudge``) in OCR text, a code or speech."""
+
+    category: str
+    rule: str
+    matched: str
+    line: str
+    escaped: bool
+    incident: str
+    boxes: tuple[tuple[Point, Point, Point, Point], ...] = ()
+    format: str | None = None
+    utterance: Utterance | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"category": self.category, "rule": self.rule,
+                                "matched": self.matched, "line": self.line,
+                                "escaped": self.escaped, "incident": self.incident}
+        if self.boxes:
+            body["boxes"] = [[[round(x, 1), round(y, 1)] for x, y in box] for box in self.boxes]
+        if self.format is not None:
+            body["format"] = self.format
+        if self.utterance is not None:
+            body["utterance"] = {"start": round(self.utterance.start, 3),
+                                 "end": round(self.utterance.end, 3),
+                                 "language": self.utterance.language}
+        return body
 
 
 @dataclass(frozen=True)
@@ -48,9 +88,15 @@ class Flag:
     source: str = "video"
     #: The watch session ``stream_time`` counts from (``services.ids.new_watch_session``).
     session: str | None = None
+    #: ocr, qr and speech flags: the finding.
+    text: TextEvidence | None = None
 
     def to_json(self) -> bytes:
         body = asdict(self)
+        if self.text is None:
+            del body["text"]
+        else:
+            body["text"] = self.text.to_dict()
         body["schema_version"] = SCHEMA_VERSION
         body["detected_at"] = self.detected_at.astimezone(UTC).isoformat(timespec="milliseconds")
         body["stream_time"] = round(self.stream_time, 3)
