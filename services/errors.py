@@ -204,5 +204,9 @@ class QueryOutOfRange(InvalidQuery, Unprocessable):
     """A well-formed time the evidence stores cannot be asked about."""
 
 
+class RuleFileError(ConfigError):
+    """The text judge's rules file cannot be used; the rules in force stay as they were."""
+
+
 class WordListError(ConfigError):
     """A word list that does not parse; the old lists stay."""

@@ -10,17 +10,13 @@ from typing import Any, Literal
 
 import yaml
 
-from services.errors import ConfigError
+from services.errors import RuleFileError
 
 Decision = Literal["review", "block"]
 DECISIONS: tuple[Decision, ...] = ("review", "block")
 
 #: The rules shipped with the package: no allow-listed domain, everything to review.
 DEFAULT_FILE = Path(__file__).with_name("rules.yaml")
-
-
-class RuleFileError(ConfigError):
-    """The rules file cannot be used; the rules in force stay as they were."""
 
 
 @dataclass(frozen=True)
