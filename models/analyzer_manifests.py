@@ -107,3 +107,10 @@ def get_analyzer(name: str) -> AnalyzerManifest:
     except KeyError:
         known = ", ".join(sorted(analyzer_manifests())) or "none"
         raise ModelError(f"unknown analyzer {name!r}; known analyzers: {known}") from None
+
+
+def enabled_analyzers(names: tuple[str, ...] | None) -> set[str]:
+    """The analyzers to run: those named (each must exist), or the manifests' defaults."""
+    if names is None:
+        return {n for n, m in analyzer_manifests().items() if m.enabled_by_default}
+    return {get_analyzer(name).name for name in names}

@@ -231,6 +231,30 @@ class ChatSettings(BaseModel):
     event_types: tuple[str, ...] = ("chat",)
 
 
+class AnalyzerSettings(BaseModel):
+    """What judges a stream besides the nudity classifiers (``streamwarden models list``
+    shows every analyzer, its licence, and whether it is installed and enabled)."""
+
+    model_config = _Frozen  # type: ignore[assignment]
+    #: Analyzer manifests to run (``models/analyzers/*.json`` names); unset: those the
+    #: manifests enable by default (QR codes and the tiny OCR model).
+    enabled: tuple[str, ...] | None = None
+    #: CPU-seconds per second OCR may use on this node: the rest is the streams'.
+    ocr_cpu_share: float = Field(0.3, gt=0, le=16)
+    #: CPU-seconds per second speech transcription may use on this node.
+    speech_cpu_share: float = Field(0.5, gt=0, le=16)
+    #: No stream is read by OCR more often than this.
+    ocr_min_interval_s: float = Field(5.0, ge=0)
+    #: The revisit interval OCR aims at per stream (coverage degrades evenly past it).
+    ocr_target_interval_s: float = Field(30.0, gt=0)
+    #: The text judge's rules (allow-listed domains, decisions per category, aliases);
+    #: unset: the shipped file. Word lists come from ``chat.lists_dir``.
+    rules_file: Path | None = None
+    #: A finding not seen again for this long (stream time) closes its incident; seen
+    #: again later, it is a new incident and a new flag.
+    incident_clear_after_s: float = Field(90.0, gt=0)
+
+
 class ApiSettings(BaseModel):
     model_config = _Frozen  # type: ignore[assignment]
     host: str = "127.0.0.1"
@@ -316,6 +340,7 @@ class Settings(BaseSettings):
     logs: LogSettings = LogSettings()
     api: ApiSettings = ApiSettings()
     chat: ChatSettings = ChatSettings()
+    analyzers: AnalyzerSettings = AnalyzerSettings()
     alerts: AlertSettings = AlertSettings()
     console: ConsoleSettings = ConsoleSettings()
     ingest: IngestSettings = IngestSettings()

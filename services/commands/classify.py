@@ -15,6 +15,7 @@ import onnxruntime as ort
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
+from models.analyzer_manifests import analyzer_manifests, enabled_analyzers
 from models.preprocess import Image, bgr_from_picture
 from models.registry import manifests
 from models.runtime import choose_providers, prepare_input
@@ -167,6 +168,16 @@ def models_list_command(args: argparse.Namespace) -> int:
             "license": manifest.license, "installed": available, "problem": reason,
             "active": manifest.name in active.names,
         }, sort_keys=True))
+    enabled = enabled_analyzers(load_settings().analyzers.enabled)
+    for analyzer in analyzer_manifests().values():
+        print(json.dumps({
+            "name": analyzer.name, "version": analyzer.version, "kind": analyzer.kind,
+            "analyzer": True, "cost": analyzer.cost, "source_package": analyzer.source_package,
+            "optional_extra": analyzer.optional_extra, "license": analyzer.license,
+            "installed": analyzer.installed(), "enabled": analyzer.name in enabled,
+            "experimental": analyzer.experimental, "description": analyzer.description,
+            "files": {f.path: f.sha256 for f in analyzer.files},
+        }, sort_keys=True, ensure_ascii=False))
     print(json.dumps({"providers_installed": installed,
                       "providers_chosen": choose_providers(active.provider)}))
     return 0
