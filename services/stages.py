@@ -19,29 +19,20 @@ from services.drain import SpoolDrainer
 from services.errors import StreamWardenError
 from services.events import EventLog, Lifecycle
 from services.flags.sink import FlagSink
-from services.ingest.source import (
-    EndReason,
-    Sample,
-    SourceState,
-    StateListener,
-    StreamSource,
-)
+from services.ingest.frames import FramePicker, ReadCounters
+from services.ingest.source import EndReason, SourceState, StateListener, StreamSource
 from services.ingest.webrtc import WebRtcSource
 from services.kafka import ensure_topics
 from services.kafka_publisher import SpooledKafkaPublisher
 from services.logs.oplog import OperationLog
 from services.pipeline.stream import (
     PipelineObserver,
-    Source,
     SourceFactory,
     StreamIdentity,
     StreamPipeline,
 )
 from services.policy.policy import PolicyConfig
-from services.queues import LatestQueue
-from services.sampling.sampler import IntervalSampler
 from services.spool import Spool
-from services.stats import StreamStats
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +109,8 @@ class ModerationApp:
         settings = source_settings or self.settings.source
         archive = self.archive_for(identity)
 
-        def make_source(sampler: IntervalSampler, stats: StreamStats,
-                        queue: LatestQueue[Sample]) -> StreamSource:
-            return StreamSource(url, settings, sampler, stats, queue,
+        def make_source(picker: FramePicker, counters: ReadCounters) -> StreamSource:
+            return StreamSource(url, settings, picker, counters,
                                 notice=observer.on_notice, on_state=on_state or _no_state,
                                 end_on_unpublish=end_on_unpublish, archive=archive,
                                 prepare=self.classifier.prepare_frame)
@@ -143,9 +133,8 @@ class ModerationApp:
         archive = self.archive_for(identity)
         recorder = FrameRecorder(archive, self.settings.archive) if archive else None
 
-        def make_source(sampler: IntervalSampler, stats: StreamStats,
-                        queue: LatestQueue[Any]) -> Source:
-            return WebRtcSource(track, sampler, stats, queue, recorder)
+        def make_source(picker: FramePicker, counters: ReadCounters) -> WebRtcSource:
+            return WebRtcSource(track, picker, counters, recorder)
 
         return self.pipeline_from(identity, make_source, observer, archive)
 

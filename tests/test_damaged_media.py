@@ -10,7 +10,6 @@ import threading
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import av
 import pytest
@@ -21,8 +20,12 @@ from services.archive.store import ObjectStore
 from services.config import load_settings
 from services.errors import SourceError, SourceOpenError
 from services.ingest import source as source_module
-from services.ingest.source import STEADY_READ_S, StreamSource, earns_fresh_budget
-from services.queues import LatestQueue
+from services.ingest.source import (
+    STEADY_READ_S,
+    SourceEnded,
+    StreamSource,
+    earns_fresh_budget,
+)
 from services.sampling.sampler import IntervalSampler
 from services.spool import Spool
 from services.stats import StreamStats
@@ -64,6 +67,27 @@ class _Archive:
                          self.objects.append)
 
 
+class _CountingPicker(IntervalSampler):
+    """The pipeline's sampler, counting the frames it took."""
+
+    taken = 0
+
+    def take(self, frame_time_s: float) -> bool:
+        taken = super().take(frame_time_s)
+        self.taken += taken
+        return taken
+
+
+async def _drain(source: StreamSource, received: list[float]) -> None:
+    """Take every sample the source hands over, as a pipeline would, until it ends."""
+    while True:
+        try:
+            sample = await source.recv()
+        except SourceEnded:
+            return
+        received.append(sample.stream_time)
+
+
 @pytest.mark.parametrize("container", sorted(CONTAINERS))
 @pytest.mark.parametrize("mutation", sorted(MUTATIONS))
 @pytest.mark.timeout(30)
@@ -72,48 +96,37 @@ async def test_a_damaged_file_is_read_once_into_one_session(
 ) -> None:
     damaged = write_mutant(clean_media[container], mutation, tmp_path)
     settings = load_settings().source
-    stats, archive = StreamStats(), _Archive()
-    queue: LatestQueue[Any] = LatestQueue(2)
-    source = StreamSource(str(damaged), settings, IntervalSampler(0.5), stats, queue,
-                          archive=archive)  # type: ignore[arg-type]
-    consumed = 0
-
-    async def consume() -> None:
-        nonlocal consumed
-        while await queue.get() is not None:
-            consumed += 1
-
-    consumer = asyncio.create_task(consume())
+    stats, archive, picker = StreamStats(), _Archive(), _CountingPicker(0.5)
+    source = StreamSource(str(damaged), settings, picker, stats, archive=archive)
+    consumed: list[float] = []
     started = time.monotonic()
     error = None
     try:
         async with asyncio.timeout(20):
-            await source.run()
+            await _drain(source, consumed)
     except Exception as failure:  # noqa: BLE001 - what ended it is what the test checks
         error = failure
-    finally:
-        queue.close()
-        await consumer
     assert time.monotonic() - started < 10
     assert stats.reconnects == 0, stats.last_error  # a file is never re-read
     assert archive.sessions <= 1
     if error is not None:  # only a file that does not open or cannot be read at all
         assert getattr(error, "retriable", True) is False, error
-    assert consumed == stats.samples
+    assert len(consumed) == picker.taken  # a file waits for its consumer: nothing lost
 
 
 async def _read(url: str, archive: _Archive, retry_for_s: float = 30.0
-                ) -> tuple[StreamStats, BaseException | None]:
+                ) -> tuple[StreamStats, int, BaseException | None]:
     settings = load_settings().source.model_copy(update={"retry_for_s": retry_for_s})
     stats = StreamStats()
-    source = StreamSource(url, settings, IntervalSampler(0.5), stats, LatestQueue(2),
-                          notice=lambda text: None, archive=archive)  # type: ignore[arg-type]
+    source = StreamSource(url, settings, IntervalSampler(0.5), stats,
+                          notice=lambda text: None, archive=archive)
+    samples: list[float] = []
     try:
         async with asyncio.timeout(20):
-            await source.run()
+            await _drain(source, samples)
     except SourceError as error:
-        return stats, error
-    return stats, None
+        return stats, len(samples), error
+    return stats, len(samples), None
 
 
 #: Mutants whose remux once failed and turned into endless reconnects.
@@ -141,13 +154,13 @@ async def test_damage_inside_a_remote_stream_is_skipped_never_a_reconnect(
     port = runner.addresses[0][1]
     archive = _Archive()
     try:
-        stats, error = await _read(f"http://127.0.0.1:{port}/media", archive)
+        stats, samples, error = await _read(f"http://127.0.0.1:{port}/media", archive)
     finally:
         await runner.cleanup()
     assert error is None, error
     assert stats.reconnects == 0, stats.last_error
     assert archive.sessions == 1
-    assert stats.samples > 0
+    assert samples > 0
     assert stats.corrupt_packets + stats.remux_refused_packets > 0  # counted, not hidden
 
 
@@ -176,7 +189,7 @@ async def test_re_reading_a_damaged_head_does_not_reset_the_retry_budget(
 ) -> None:
     monkeypatch.setattr(source_module, "FrameReader", _FailsAtTwoSeconds)
     started = time.monotonic()
-    _, error = await _read("http://127.0.0.1:9/damaged", _Archive(), retry_for_s=1.5)
+    _, _, error = await _read("http://127.0.0.1:9/damaged", _Archive(), retry_for_s=1.5)
     assert isinstance(error, SourceOpenError) and not error.retriable
     assert "gave up after retrying for 1.5s" in str(error)
     assert time.monotonic() - started < 5

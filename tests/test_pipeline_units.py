@@ -23,12 +23,12 @@ from services.drain import SpoolDrainer
 from services.errors import ModelError, SpoolFull, StorageUnavailable
 from services.flags.model import Flag, ModelRef, flag_schema
 from services.flags.sink import FlagSink, encode_jpeg
+from services.ingest.frames import FramePicker, ReadCounters
 from services.ingest.pyav_reader import RawSample
-from services.ingest.source import EndReason, Sample
+from services.ingest.source import EndReason, Sample, SourceEnded
 from services.kafka_publisher import SpooledKafkaPublisher
 from services.pipeline.stream import StreamIdentity, StreamPipeline
 from services.policy.policy import PolicyConfig, Thresholds
-from services.queues import LatestQueue
 from services.spool import Spool, SpoolEntry
 
 pytestmark = [pytest.mark.timeout(30)]
@@ -40,18 +40,22 @@ MODEL = ModelRef("fake", "1", "0" * 64)
 class FramesSource:
     """Hands ``count`` samples to the pipeline, then ends, or runs on until stopped."""
 
-    def __init__(self, queue: LatestQueue[Sample], count: int, live: bool) -> None:
-        self.queue, self.count, self.live = queue, count, live
+    live = False  # waits for the pipeline: no sample is dropped
+
+    def __init__(self, count: int, runs_on: bool) -> None:
+        self.count, self.runs_on = count, runs_on
+        self.sent = 0
         self.stopped = asyncio.Event()
 
-    async def run(self) -> EndReason:
-        for index in range(self.count):
+    async def recv(self) -> Sample:
+        if self.sent < self.count:
+            index, self.sent = self.sent, self.sent + 1
             # A different picture each time, so no sample reuses the previous scores.
-            await self.queue.put(Sample(2.0 * index, RawSample(2.0 * index, IMAGE + index)))
-        if self.live:
+            return Sample(2.0 * index, RawSample(2.0 * index, IMAGE + index))
+        if self.runs_on:
             await self.stopped.wait()
-            return EndReason.STOPPED
-        return EndReason.END_OF_INPUT
+            raise SourceEnded(EndReason.STOPPED)
+        raise SourceEnded(EndReason.END_OF_INPUT)
 
     def stop(self) -> None:
         self.stopped.set()
@@ -99,11 +103,11 @@ def _pipeline(count: int, live: bool, failures: dict[int, BaseException]
     settings = Settings(archive={"enabled": False}, sampling={"dedup_threshold": 0})
     policy = PolicyConfig(default=Thresholds(0.0, 0.9), k=1, n=1)
 
-    def make_source(sampler: Any, stats: Any, queue: LatestQueue[Sample]) -> FramesSource:
-        return FramesSource(queue, count, live)
+    def make_source(picker: FramePicker, counters: ReadCounters) -> FramesSource:
+        return FramesSource(count, runs_on=live)
 
     pipeline = StreamPipeline(StreamIdentity("s1"), make_source, settings,
-                              FakeClassifier(failures), sink, policy)  # type: ignore[arg-type]
+                              FakeClassifier(failures), sink, policy)
     return pipeline, sink
 
 

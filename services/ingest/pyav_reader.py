@@ -1,7 +1,7 @@
 """Blocking PyAV demux and selective decode; runs in a worker thread.
 
-The thread never blocks on the consumer: each sampled frame is handed to the
-event loop, which applies the queue's keep-newest policy.
+Only what the pipeline's frame picker asks for is decoded (keyframes alone, when they
+are dense enough); each sampled frame is handed to ``emit`` on this thread.
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ import numpy as np
 import numpy.typing as npt
 
 from services.archive.segmenter import Segmenter
-from services.archive.segments import StreamArchive
 from services.config import SourceSettings
 from services.errors import SourceOpenError, SourceStalled, UnsupportedMedia
-from services.sampling.sampler import IntervalSampler
-from services.stats import StreamStats
+from services.ingest.frames import FramePicker, ReadCounters, SegmentArchive
 
 if TYPE_CHECKING:  # PyAV's Packet is generic only in its stubs
     from services.classify.classifier import PreparedFrame
@@ -134,10 +132,10 @@ def _packet_time(packet: VideoPacket, time_base: float) -> float | None:
 class FrameReader:
     """Reads one connection of a source until it ends, fails or is told to stop."""
 
-    def __init__(self, url: str, settings: SourceSettings, sampler: IntervalSampler,
-                 stats: StreamStats, emit: Callable[[RawSample], None],
+    def __init__(self, url: str, settings: SourceSettings, sampler: FramePicker,
+                 stats: ReadCounters, emit: Callable[[RawSample], None],
                  on_first_packet: Callable[[], None] = lambda: None,
-                 archive: StreamArchive | None = None,
+                 archive: SegmentArchive | None = None,
                  prepare: Callable[[npt.NDArray[np.uint8]], PreparedFrame] | None = None
                  ) -> None:
         self.url = url

@@ -1,4 +1,5 @@
-"""A watched source: connects, reads in a thread, reconnects with backoff, knows when it ended."""
+"""A source read with PyAV: connects, reads in a thread, reconnects with backoff, knows
+when it ended; hands over samples with ``recv()``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,11 +17,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from services.archive.segments import StreamArchive
 from services.backoff import Backoff, Deadline
 from services.config import SourceSettings
 from services.errors import SourceError, SourceStalled
 from services.ingest.edge import publisher_active
+from services.ingest.frames import FramePicker, ReadCounters, SegmentArchive
 from services.ingest.pyav_reader import (
     FrameReader,
     RawSample,
@@ -27,8 +29,6 @@ from services.ingest.pyav_reader import (
     is_local_path,
 )
 from services.queues import LatestQueue
-from services.sampling.sampler import IntervalSampler
-from services.stats import DropReason, StreamStats
 from services.threads import run_in_own_thread
 
 if TYPE_CHECKING:
@@ -87,24 +87,37 @@ class Sample:
     received_at: float = 0.0
 
 
-class StreamSource:
-    """Feeds sampled frames to ``deliver`` (on the event loop) until the source ends."""
+class SourceEnded(Exception):
+    """Raised by a source's ``recv()`` once it has no more samples, saying why."""
 
-    def __init__(self, url: str, settings: SourceSettings, sampler: IntervalSampler,
-                 stats: StreamStats, queue: LatestQueue[Sample],
+    def __init__(self, reason: EndReason) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+
+
+class StreamSource:
+    """Samples of a URL or file, read with PyAV in a thread per connection; reconnects
+    with backoff until the input ends or retrying is pointless.
+
+    ``recv()`` hands them over one at a time. A file (``live`` False) waits for the
+    consumer: its reader thread holds on while a sample waits to be taken. A live
+    source's thread never waits; the consumer keeps up or drops (the pipeline's policy).
+    """
+
+    def __init__(self, url: str, settings: SourceSettings, picker: FramePicker,
+                 counters: ReadCounters,
                  notice: Callable[[str], None] = log.warning,
                  on_state: StateListener = _ignore_state,
                  end_on_unpublish: bool = True,
-                 archive: StreamArchive | None = None,
+                 archive: SegmentArchive | None = None,
                  prepare: Callable[[npt.NDArray[np.uint8]], PreparedFrame] | None = None
                  ) -> None:
         self.url = url
         self.settings = settings
-        self.sampler = sampler
-        self.stats = stats
-        self.queue = queue
+        self.picker = picker
+        self.counters = counters
         # A file can wait for the classifier (nothing dropped); a live source cannot.
-        self.backpressure = is_local_path(url)
+        self.live = not is_local_path(url)
         self.live_protocol = is_live_protocol(url)
         self.notice = notice
         self.on_state = on_state
@@ -117,13 +130,35 @@ class StreamSource:
         self._stopping = asyncio.Event()
         #: Source time the last failed connection reached.
         self._failed_at: float | None = None
+        #: From the reader thread to recv(): one waiting sample for a file (backpressure),
+        #: no bound for a live source (recv() is always waiting for it).
+        self._handoff: LatestQueue[Sample] = LatestQueue(sys.maxsize if self.live else 1)
+        self._reading: asyncio.Task[EndReason] | None = None
 
     def stop(self) -> None:
         self._stopping.set()
         if self._reader is not None:
             self._reader.stop_requested.set()
+        self._handoff.close()  # a reader thread waiting for room goes on to see the stop
 
-    async def run(self) -> EndReason:
+    async def recv(self) -> Sample:
+        """The next sample; SourceEnded at the end, SourceError once retrying is
+        pointless. Cancelling it ends the reading (the consumer is gone)."""
+        if self._reading is None:
+            self._reading = asyncio.create_task(self._read(), name=f"source:{self.url[-40:]}")
+            self._reading.add_done_callback(lambda _: self._handoff.close())
+        try:
+            sample = await self._handoff.get()
+            if sample is not None:
+                return sample
+            reason = await self._reading
+        except asyncio.CancelledError:
+            self.stop()
+            self._reading.cancel()
+            raise
+        raise SourceEnded(reason)
+
+    async def _read(self) -> EndReason:
         """Read until the input ends; raise SourceError once retrying is pointless."""
         backoff, deadline = Backoff(base_s=0.25, cap_s=5.0), Deadline(self.settings.retry_for_s)
         while not self._stopping.is_set():
@@ -156,11 +191,10 @@ class StreamSource:
 
         def emit(raw: RawSample) -> None:
             sample = Sample(self._clock.session_time(raw.time_s), raw, time.time())
-            self.stats.samples += 1
-            if self.backpressure:
-                asyncio.run_coroutine_threadsafe(self.queue.put(sample), loop).result()
+            if self.live:
+                loop.call_soon_threadsafe(self._handoff.offer, sample)
             else:
-                loop.call_soon_threadsafe(self._offer, sample)
+                asyncio.run_coroutine_threadsafe(self._handoff.put(sample), loop).result()
 
         recovering = self._clock.started
         state = SourceState.RECOVERED if recovering else SourceState.STARTED
@@ -168,15 +202,10 @@ class StreamSource:
         def connected() -> None:
             loop.call_soon_threadsafe(self.on_state, state, None)
 
-        self._reader = FrameReader(self.url, self.settings, self.sampler, self.stats, emit,
+        self._reader = FrameReader(self.url, self.settings, self.picker, self.counters, emit,
                                    on_first_packet=connected, archive=self.archive,
                                    prepare=self.prepare)
         return self._reader
-
-    def _offer(self, sample: Sample) -> None:
-        stale = self.queue.offer(sample)  # keep the newest, count the drop
-        if stale is not None:
-            self.stats.count_drop(stale.stream_time, DropReason.BACKLOG)
 
     async def _ended_after(self, error: SourceError, reader: FrameReader) -> EndReason | None:
         if reader.stop_requested.is_set():
@@ -191,7 +220,7 @@ class StreamSource:
 
     async def _wait_to_retry(self, error: SourceError, backoff: Backoff,
                              deadline: Deadline) -> None:
-        self.stats.last_error = str(error)
+        self.counters.last_error = str(error)
         if isinstance(error, SourceStalled):
             self.on_state(SourceState.STALLED, str(error))
         if deadline.expired():
@@ -200,7 +229,7 @@ class StreamSource:
                 retriable=False,
             )
         delay = min(backoff.next_delay(), max(deadline.remaining(), 0.05))
-        self.stats.reconnects += 1
+        self.counters.reconnects += 1
         self.on_state(SourceState.RECONNECTING, str(error))
         budget = ("until removed" if math.isinf(deadline.remaining())
                   else f"giving up in {max(deadline.remaining(), 0):.0f}s")

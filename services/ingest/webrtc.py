@@ -16,12 +16,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from services.archive.recorder import FrameRecorder
 from services.errors import InvalidOffer, OfferNotNegotiable
+from services.ingest.frames import FramePicker, ReadCounters
 from services.ingest.pyav_reader import RawSample
 from services.ingest.sdp_offer import check_offer
-from services.ingest.source import EndReason, Sample
-from services.queues import LatestQueue
-from services.sampling.sampler import IntervalSampler
-from services.stats import DropReason, StreamStats
+from services.ingest.source import EndReason, Sample, SourceEnded
 
 log = logging.getLogger(__name__)
 
@@ -46,25 +44,34 @@ def pin_ice_host_addresses(addresses: tuple[str, ...]) -> None:
 
 
 class WebRtcSource:
-    """Reads a remote video track; samples by the frames' own timestamps."""
+    """Samples of a remote video track, picked by the frames' own timestamps. Live:
+    ``recv()`` never holds the track back (aiortc keeps receiving meanwhile)."""
 
-    def __init__(self, track: MediaStreamTrack, sampler: IntervalSampler, stats: StreamStats,
-                 queue: LatestQueue[Sample], recorder: FrameRecorder | None = None) -> None:
+    live = True
+
+    def __init__(self, track: MediaStreamTrack, picker: FramePicker, counters: ReadCounters,
+                 recorder: FrameRecorder | None = None) -> None:
         self.track = track
         self.recorder = recorder
-        self.sampler = sampler
-        self.stats = stats
-        self.queue = queue
+        self.picker = picker
+        self.counters = counters
         self._stopping = asyncio.Event()
         self._origin: float | None = None
+        self._started = False
+        self._ended: EndReason | None = None
 
     def stop(self) -> None:
         self._stopping.set()
 
-    async def run(self) -> EndReason:
+    async def recv(self) -> Sample:
+        """The next sampled frame; SourceEnded when the track ends or on stop()."""
+        if self._ended is not None:
+            raise SourceEnded(self._ended)
+        if not self._started:
+            self._started = True
+            if self.recorder is not None:
+                self.recorder.start()
         stopping = asyncio.ensure_future(self._stopping.wait())
-        if self.recorder is not None:
-            self.recorder.start()
         try:
             while True:
                 receive = asyncio.ensure_future(self.track.recv())
@@ -72,35 +79,42 @@ class WebRtcSource:
                                              return_when=asyncio.FIRST_COMPLETED)
                 if stopping in done:
                     receive.cancel()
-                    return EndReason.STOPPED
+                    raise SourceEnded(await self._end(EndReason.STOPPED))
                 try:
                     frame = receive.result()
                 except MediaStreamError:
-                    return EndReason.END_OF_INPUT
-                await self._consider(frame)
+                    raise SourceEnded(await self._end(EndReason.END_OF_INPUT)) from None
+                sample = await self._consider(frame)
+                if sample is not None:
+                    return sample
+        except BaseException:
+            # Cancelled or failed: the reading ends here too, the recording is closed.
+            await self._end(EndReason.STOPPED)
+            raise
         finally:
             stopping.cancel()
+
+    async def _end(self, reason: EndReason) -> EndReason:
+        if self._ended is None:
+            self._ended = reason
             if self.recorder is not None:
                 await self.recorder.stop()
+        return self._ended
 
-    async def _consider(self, frame: object) -> None:
+    async def _consider(self, frame: object) -> Sample | None:
         pts, time_base = getattr(frame, "pts", None), getattr(frame, "time_base", None)
         if pts is None or time_base is None:
-            return
-        self.stats.packets += 1
+            return None
+        self.counters.packets += 1
         time_s = float(pts * time_base)
         if self.recorder is not None:
             self.recorder.offer(frame, time_s)  # type: ignore[arg-type]
         if self._origin is None:
             self._origin = time_s
-        if not self.sampler.take(time_s):
-            return
+        if not self.picker.take(time_s):
+            return None
         image = await asyncio.to_thread(frame.to_ndarray, format="bgr24")  # type: ignore[attr-defined]
-        self.stats.samples += 1
-        stale = self.queue.offer(Sample(time_s - self._origin, RawSample(time_s, image),
-                                        time.time()))
-        if stale is not None:
-            self.stats.count_drop(stale.stream_time, DropReason.BACKLOG)
+        return Sample(time_s - self._origin, RawSample(time_s, image), time.time())
 
 
 @dataclass

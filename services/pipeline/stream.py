@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from models.preprocess import Image
 from services.archive.objects import snapshot_key
-from services.archive.segments import StreamArchive
-from services.classify.classifier import Classifier, Scored
+from services.classify.classifier import Prepared, PreparedFrame, Scored
 from services.config import Settings
 from services.errors import StreamWardenError
-from services.flags.model import Flag
-from services.flags.sink import FlagSink
+from services.flags.model import Flag, ModelRef
 from services.ids import flag_id, new_watch_session
-from services.ingest.source import EndReason, Sample
+from services.ingest.frames import FramePicker, ReadCounters
+from services.ingest.source import EndReason, Sample, SourceEnded
 from services.observability import DECISION_DELAY, stream_id_var
 from services.policy.policy import (
     Level,
@@ -62,21 +62,71 @@ class PipelineObserver:
 
 
 class Source(Protocol):
-    """Anything that feeds samples into a pipeline's queue until it ends."""
+    """Decoded samples, one ``recv()`` at a time (aiortc's ``MediaStreamTrack.recv()`` is
+    the model): PyAV URLs and files, WHIP tracks and test fakes all look alike here."""
 
-    async def run(self) -> EndReason: ...
+    @property
+    def live(self) -> bool:
+        """True: samples not taken in time are lost, so the pipeline keeps the newest
+        and drops (counted). False (a file): the source waits for the pipeline."""
+        ...
 
-    def stop(self) -> None: ...
+    async def recv(self) -> Sample:
+        """The next sample; raises SourceEnded(reason) at the end, a StreamWardenError
+        when the source failed for good."""
+        ...
+
+    def stop(self) -> None:
+        """Ask the source to end: a waiting or later recv() raises SourceEnded(STOPPED)."""
+        ...
 
 
-SourceFactory = Callable[[IntervalSampler, StreamStats, LatestQueue[Sample]], Source]
+#: Makes a pipeline's source from what a source may use of the pipeline: its frame
+#: picker (the sampler, asked where frames are demuxed so only those are decoded) and
+#: its reading counters. Queueing and drop policy stay with the pipeline.
+SourceFactory = Callable[[FramePicker, ReadCounters], Source]
+
+
+class FrameClassifier(Protocol):
+    """What a pipeline needs of the classifier (``services.classify.classifier``)."""
+
+    @property
+    def identity_sha256(self) -> str: ...
+
+    @property
+    def model_ref(self) -> ModelRef: ...
+
+    @property
+    def models(self) -> list[ModelRef]: ...
+
+    def prepare_frame(self, image: Image) -> PreparedFrame: ...
+
+    async def classify(self, stream_id: str, prepared: Prepared) -> Scored | None: ...
+
+
+class FlagSubmitter(Protocol):
+    """What a pipeline needs of the flag sink (``services.flags.sink.FlagSink``)."""
+
+    def snapshot_uri(self, key: str) -> str: ...
+
+    async def submit(self, flag: Flag, key: str, image: Image) -> Flag: ...
+
+
+class ArchiveIndex(Protocol):
+    """What a pipeline needs of its stream's archive (``services.archive.segments``):
+    the segments a flag names, and how many objects it had to refuse (summaries)."""
+
+    @property
+    def refused(self) -> int: ...
+
+    def segments_around(self, source_time_s: float) -> list[str]: ...
 
 
 class StreamPipeline:
     def __init__(self, identity: StreamIdentity, make_source: SourceFactory, settings: Settings,
-                 classifier: Classifier, sink: FlagSink, policy: PolicyConfig,
+                 classifier: FrameClassifier, sink: FlagSubmitter, policy: PolicyConfig,
                  observer: PipelineObserver | None = None,
-                 archive: StreamArchive | None = None) -> None:
+                 archive: ArchiveIndex | None = None) -> None:
         self.identity = identity
         self.settings = settings
         self.classifier = classifier
@@ -92,7 +142,7 @@ class StreamPipeline:
         self._last: tuple[Reference, Scored] | None = None
         self._queue: LatestQueue[Sample] = LatestQueue(settings.sampling.queue_size)
         self.sampler = IntervalSampler(settings.sampling.interval_s)
-        self._source = make_source(self.sampler, self.stats, self._queue)
+        self._source = make_source(self.sampler, self.stats)
 
     def stop(self) -> None:
         self._source.stop()
@@ -113,10 +163,27 @@ class StreamPipeline:
                                      name=f"classify:{self.identity.stream_id}")
         worker.add_done_callback(self._classifier_ended)
         try:
-            return await self._source.run()
+            return await self._ingest()
         finally:
             self._queue.close()
             await worker  # re-raises what ended the classifier early
+
+    async def _ingest(self) -> EndReason:
+        """Source to queue: a live source's stale samples make room for new ones (the
+        newest is worth more), a file's wait for room."""
+        source, queue, stats = self._source, self._queue, self.stats
+        while True:
+            try:
+                sample = await source.recv()
+            except SourceEnded as end:
+                return end.reason
+            stats.samples += 1
+            if source.live:
+                stale = queue.offer(sample)
+                if stale is not None:
+                    stats.count_drop(stale.stream_time, DropReason.BACKLOG)
+            else:
+                await queue.put(sample)
 
     def _classifier_ended(self, worker: asyncio.Task[None]) -> None:
         # A stream nothing judges any more must not look "running": end the source too,
@@ -132,7 +199,7 @@ class StreamPipeline:
                 except StreamWardenError as error:  # this sample only; the stream goes on
                     self._sample_failed(sample, error)
         finally:
-            self._queue.close()  # never leave the reader thread waiting for room
+            self._queue.close()  # never leave the source waiting for room
 
     def _sample_failed(self, sample: Sample, error: StreamWardenError) -> None:
         self.stats.failed_samples += 1
