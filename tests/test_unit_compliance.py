@@ -56,6 +56,10 @@ STATUSES = [{"stream_id": "s1", "samples": 10}, {"stream_id": "s2", "samples": "
     (FLAGS[0], "porn"), (FLAGS[1], "sexy"), (FLAGS[2], "drugs"), (FLAGS[3], "violence"),
     (FLAGS[4], "unspecified"), ({"source": "report"}, "unspecified"),
     ({"source": "video"}, "unknown"), ({"scores": {}}, "unknown"),
+    ({"source": "ocr", "text": {"category": "advertising"}, "scores": {"advertising": 0.9}},
+     "advertising"),
+    ({"source": "speech", "text": {"category": "gambling"}}, "gambling"),
+    ({"source": "qr"}, "unknown"),
 ])
 def test_flag_category(flag: dict[str, Any], category: str) -> None:
     assert flag_category(flag) == category

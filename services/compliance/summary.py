@@ -16,6 +16,8 @@ def flag_category(flag: dict[str, Any]) -> str:
         return str(flag["chat"]["category"])
     if flag.get("source") == "report":
         return str((flag.get("report") or {}).get("category") or "unspecified")
+    if flag.get("source") in ("ocr", "qr", "speech"):
+        return str((flag.get("text") or {}).get("category") or "unknown")
     scores: dict[str, float] = flag.get("scores") or {}
     return max(scores, key=lambda name: scores[name]) if scores else "unknown"
 

@@ -45,7 +45,9 @@ function show(flag) {
     + flag.provider_id + ")", "stream"));
   about.appendChild(text("div", flag.decision + " " + flag.source + " " + flag.detected_at,
     flag.decision));
-  about.appendChild(text("div", JSON.stringify(flag.scores || flag.chat || flag.report || {})));
+  about.appendChild(text("div", flag.text
+    ? flag.text.category + " / " + flag.text.rule + ": " + flag.text.line
+    : JSON.stringify(flag.scores || flag.chat || flag.report || {})));
   const reason = document.createElement("input");
   reason.className = "reason"; reason.placeholder = "reason"; about.appendChild(reason);
   for (const action of ["confirm", "dismiss", "block_stream", "blacklist_host"]) {

@@ -34,7 +34,7 @@ class Evidence:
         """Everything as one list ordered by time, for listing and paging."""
         found = [{"kind": "flag", "time": f["detected_at"], "id": f["id"],
                   "stream_id": f.get("stream_id"), "source": f.get("source", "video"),
-                  "decision": f.get("decision")} for f in self.flags]
+                  "decision": f.get("decision"), **_text_of(f)} for f in self.flags]
         found += [{"kind": "snapshot", "time": f["detected_at"], "key": _key(f["snapshot"])}
                   for f in self.flags if f.get("snapshot")]
         found += [{"kind": "segment", "time": session, "key": e.key, "sha256": e.sha256,
@@ -141,3 +141,14 @@ def _line_matches(line: dict[str, Any], query: EvidenceQuery) -> bool:
             and (query.stream_id is None or line.get("stream_id") == query.stream_id)
             and (query.host_id is None or line.get("host_id") == query.host_id)
             and (query.user_id is None or line.get("user_id") == query.user_id))
+
+
+def _text_of(flag: dict[str, Any]) -> dict[str, Any]:
+    """OCR, QR and speech flags: what was read or heard, and the rule it matched."""
+    text = flag.get("text")
+    if not text:
+        return {}
+    shown = {"category": text["category"], "rule": text["rule"], "text": text["line"]}
+    if text.get("utterance"):
+        shown["utterance"] = text["utterance"]
+    return shown
