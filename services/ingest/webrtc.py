@@ -7,6 +7,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aioice.ice
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -43,13 +44,20 @@ def pin_ice_host_addresses(addresses: tuple[str, ...]) -> None:
         aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: chosen
 
 
+class VideoTrack(Protocol):
+    """What a WebRTC source reads (aiortc's ``MediaStreamTrack``): frames with ``pts``
+    and ``time_base``; MediaStreamError when the track ends."""
+
+    async def recv(self) -> object: ...
+
+
 class WebRtcSource:
     """Samples of a remote video track, picked by the frames' own timestamps. Live:
     ``recv()`` never holds the track back (aiortc keeps receiving meanwhile)."""
 
     live = True
 
-    def __init__(self, track: MediaStreamTrack, picker: FramePicker, counters: ReadCounters,
+    def __init__(self, track: VideoTrack, picker: FramePicker, counters: ReadCounters,
                  recorder: FrameRecorder | None = None) -> None:
         self.track = track
         self.recorder = recorder
