@@ -265,7 +265,7 @@ class SegmenterOptions:
     #: Below this (after speech) counts as silence.
     neg_threshold: float = 0.35
     #: Silence that ends an utterance.
-    min_silence_s: float = 0.5
+    min_silence_s: float = 0.8
     #: Shorter bursts (clicks, a cough) are dropped.
     min_speech_s: float = 0.25
     #: Audio kept before the onset and after the end.
