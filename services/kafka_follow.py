@@ -82,7 +82,8 @@ class TopicFollower:
                  after_batch: BatchHook | None = None, lock: asyncio.Lock | None = None,
                  poll_timeout_ms: int = 500, max_records: int | None = None,
                  lag_group: str | None = None, what: str | None = None,
-                 retry: Backoff | None = None) -> None:
+                 retry: Backoff | None = None,
+                 subscribe: Callable[[AIOKafkaConsumer], None] | None = None) -> None:
         self.name = name
         self.what = what or name
         self._make_consumer = make_consumer
@@ -94,6 +95,7 @@ class TopicFollower:
         self._poll_timeout_ms = poll_timeout_ms
         self._max_records = max_records
         self._retry = retry or Backoff(base_s=1.0, cap_s=10.0)
+        self._subscribe = subscribe
         self.quarantine = RecordQuarantine(name, poison)
         self.lag = ConsumerLag(lag_group or name)
         self._consumer: AIOKafkaConsumer | None = None
@@ -115,6 +117,11 @@ class TopicFollower:
             self._consumer = consumer
             try:
                 await consumer.start()
+                if self._subscribe is not None:
+                    # After start: the group join then runs in the background (the first
+                    # poll waits for it) instead of holding start() for the broker's
+                    # join delay, which Tansu makes half the session timeout (3-5 s).
+                    self._subscribe(consumer)
                 if self._prepare is not None:
                     await self._prepare(consumer)
             except (KafkaError, OSError) as error:  # OSError: TimeoutError included

@@ -165,8 +165,13 @@ class Node:
         return ApiParts(self.settings, self.roles, self.worker_id, self.admission,
                         self.registry, self.edge, self.desk, self.reports, self.logs,
                         self.stages.store, self.stages.oplog,
-                        lambda: len(self.supervisor.watches), self.whip, self.feed,
-                        self.decisions)
+                        lambda: len(self.supervisor.watches), self._membership, self.whip,
+                        self.feed, self.decisions)
+
+    def _membership(self) -> str | None:
+        if self.worker is None:
+            return None
+        return "member" if self.worker.joined else "joining"
 
     def http_app(self) -> web.Application:
         app = build_http_app(self.api_parts())

@@ -135,6 +135,16 @@ async def watched_streams(worker: RunningService) -> set[str]:
             for sample in family.samples if sample.labels["state"] == "running"}
 
 
+async def until_member(worker: RunningService, timeout: float = 30) -> None:  # noqa: ASYNC109
+    """Until the worker's /readyz says its ingest consumer has joined the group."""
+    async with asyncio.timeout(timeout):
+        while True:
+            status, body, _ = await request("GET", f"{worker.base_url}/readyz")
+            if status == 200 and body.get("ingest") == "member":
+                return
+            await asyncio.sleep(0.25)
+
+
 async def until_placed(workers: list[RunningService], streams: set[str],
                        timeout: float = 60) -> float:  # noqa: ASYNC109
     """Poll the workers' metrics until every stream runs on exactly one of them;

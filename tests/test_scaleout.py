@@ -24,6 +24,7 @@ from tests.service_helpers import (
     TopicCollector,
     request,
     start_service,
+    until_member,
     until_placed,
     wait_for_messages,
     watched_streams,
@@ -210,6 +211,7 @@ async def test_only_a_dead_or_leaving_workers_streams_move(
             newcomer = await asyncio.to_thread(_start, stack_env, tmp_path, shared,
                                                "ingest", "w3")
             processes.append(newcomer)
+            await until_member(newcomer)  # ready answers before the group join is done
             await until_placed([*survivors, newcomer], streams)
             after_join = await _placement([*survivors, newcomer])
             assert sorted(len(v) for v in after_join.values()) == [4, 4, 4], after_join

@@ -61,7 +61,7 @@ class AlertDispatcher:
         self._follower = TopicFollower(
             "alert-dispatcher", self._group_consumer, self._alert, poison=RECORD_ERRORS,
             resume=self._rewind, after_batch=self._commit, lag_group=alerts.group_id,
-            what="alert dispatcher")
+            what="alert dispatcher", subscribe=self._subscribe)
 
     @property
     def lag(self) -> ConsumerLag:
@@ -75,10 +75,13 @@ class AlertDispatcher:
     def _group_consumer(self) -> AIOKafkaConsumer:
         s = self.settings
         return AIOKafkaConsumer(
-            s.kafka.flags_topic, s.ingest.events_topic, s.alerts.actions_topic,
             bootstrap_servers=s.kafka.bootstrap_servers, group_id=s.alerts.group_id,
             enable_auto_commit=False, auto_offset_reset=s.alerts.start_from,
             client_id=f"{s.kafka.client_id}-alerts")
+
+    def _subscribe(self, consumer: AIOKafkaConsumer) -> None:
+        s = self.settings
+        consumer.subscribe([s.kafka.flags_topic, s.ingest.events_topic, s.alerts.actions_topic])
 
     async def start(self) -> None:
         await self.sender.start()

@@ -38,6 +38,8 @@ class ApiParts:
     oplog: OperationLog
     #: How many streams this process watches (readiness).
     watched: Callable[[], int]
+    #: The ingest worker's group membership, "joining" or "member"; None without the role.
+    ingest_membership: Callable[[], str | None]
     #: Only where the ingest role runs: WebRTC sessions end where they were answered.
     whip_sessions: WhipSessions | None = None
     #: Only with the api role: the console's window of flags and the decisions on them.

@@ -53,6 +53,7 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "degraded", "tasks": tasks["crashed"]}, status=503)
     return web.json_response({"status": "ready", "roles": sorted(parts.roles),
                               "worker": parts.worker_id, "streams": parts.watched(),
+                              "ingest": parts.ingest_membership(),
                               "tasks": tasks["crashed"]})
 
 

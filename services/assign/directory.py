@@ -89,9 +89,11 @@ class StreamDirectory:
                   self.ingest.providers_topic, self.ingest.host_blacklist_topic)
         tps = [TopicPartition(topic, p) for topic in topics
                for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        # The ends first: asked after assign(), the request queues behind a fetch that
+        # waits up to fetch_max_wait_ms (0.5 s) on the same connection.
+        ends = await consumer.end_offsets(tps)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
         async with asyncio.timeout(self._catch_up_s):
             while await behind(consumer, ends):
                 await self._follower.handle_batch(consumer, await consumer.getmany(timeout_ms=500))

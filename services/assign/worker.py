@@ -58,10 +58,11 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._handing_over: set[TopicPartition] = set()
         self._handover_expiry: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # rebalance callbacks and the fetch loop take turns
+        self._joined = False
         self._follower = TopicFollower(
-            "assignment-worker", self._subscribed_consumer, self._apply, lock=self._lock,
+            "assignment-worker", self._make_consumer, self._apply, lock=self._lock,
             resume=self._resume, after_batch=self._caught_up, lag_group=ingest.group_id,
-            what="assignment worker")
+            what="assignment worker", subscribe=self._subscribe)
 
     @property
     def lag(self) -> ConsumerLag:
@@ -104,10 +105,8 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             partition_assignment_strategy=(sticky_assignor(self.worker_id),),
             client_id=f"{self.kafka.client_id}-{self.worker_id}")
 
-    def _subscribed_consumer(self) -> AIOKafkaConsumer:
-        consumer = self._make_consumer()
+    def _subscribe(self, consumer: AIOKafkaConsumer) -> None:
         consumer.subscribe([self.ingest.streams_topic], listener=self)
-        return consumer
 
     async def start(self) -> None:
         await self._follower.start()
@@ -115,6 +114,7 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def stop(self) -> None:
         """Leave the group: the other workers take this one's partitions at once, so on
         shutdown this comes before the streams stop."""
+        self._joined = False
         await self._follower.stop()
         self._cancel_handover_expiry()
 
@@ -131,10 +131,17 @@ class AssignmentWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("worker %s: rebalance; streams keep running until the new assignment",
                  self.worker_id)
 
+    @property
+    def joined(self) -> bool:
+        """Whether the group has given this worker an assignment (maybe an empty one)
+        since it started: start() does not wait for the join, /readyz reports it."""
+        return self._joined
+
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         consumer = self._consumer
         if consumer is None:
             return
+        self._joined = True
         async with self._lock:
             self._cancel_handover_expiry()
             kept = self._handing_over & set(assigned)

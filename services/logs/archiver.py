@@ -128,7 +128,7 @@ class LogArchiver:
         self._follower = TopicFollower(
             self.name, self._group_consumer, self._collect, resume=self._resume,
             after_batch=self._flush_due, max_records=5000, lag_group=self.stream.group_id,
-            what="log archiver")
+            what="log archiver", subscribe=lambda consumer: consumer.subscribe([self.stream.topic]))
         #: Open batches, per partition; records are only batched, never handled, on receipt.
         self._batches: dict[int, Batch] = defaultdict(Batch)
         self._done: dict[int, int] = {}  # partition -> last archived offset
@@ -140,7 +140,7 @@ class LogArchiver:
 
     def _group_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            self.stream.topic, bootstrap_servers=self.kafka.bootstrap_servers,
+            bootstrap_servers=self.kafka.bootstrap_servers,
             group_id=self.stream.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", client_id=f"{self.kafka.client_id}-logs")
 
