@@ -1,4 +1,6 @@
-"""Composition root: builds the stages, starts them in order, stops them in reverse."""
+"""The stages a process moderates streams with: spools, publishers, uploaders, classifier
+and flag sink, started in order and stopped in reverse. ``streamwarden run`` uses them
+directly, ``serve`` through its composition root (``services.node``)."""
 
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ class DrainReport:
         return self.flags_pending == 0 and self.objects_pending == 0
 
 
-class ModerationApp:
+class Stages:
     """The stages one process needs to moderate streams, with ordered start and stop."""
 
     def __init__(self, settings: Settings) -> None:
@@ -182,7 +184,7 @@ def _no_state(state: SourceState, detail: str | None) -> None:
     """Single runs report through notices instead of events."""
 
 
-async def watch_one(app: ModerationApp, pipeline: StreamPipeline) -> tuple[EndReason, DrainReport]:
+async def watch_one(app: Stages, pipeline: StreamPipeline) -> tuple[EndReason, DrainReport]:
     try:
         reason = await pipeline.run()
     except StreamWardenError:

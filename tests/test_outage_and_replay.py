@@ -6,18 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from services.app import ModerationApp
 from services.archive.store import ObjectStore
 from services.archive.verify import sessions, verify_session
 from services.config import load_settings
 from services.pipeline.stream import StreamIdentity
+from services.stages import Stages
 from tests.helpers import TcpProxy, broker_behind_proxy, make_video, read_flags, unique
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
 async def _moderate_file(video: Path, stream_id: str) -> tuple[int, int, int]:
-    app = ModerationApp(load_settings())
+    app = Stages(load_settings())
     await app.start()
     try:
         pipeline = app.pipeline(StreamIdentity(stream_id), str(video))
@@ -45,7 +45,7 @@ async def test_outage_spools_then_restart_delivers_everything_once(
         monkeypatch.setenv("STREAMWARDEN_POLICY__REVIEW_THRESHOLD", "0")  # flag every sample
 
         # First run: both servers go away after start-up; everything is spooled.
-        app = ModerationApp(load_settings())
+        app = Stages(load_settings())
         await app.start()
         await kafka.cut()
         await s3.cut()

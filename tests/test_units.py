@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from models.registry import get_manifest, verified_model_path
-from services.app import make_spools
 from services.config import SpoolSettings, load_settings
 from services.errors import ConfigError, InvalidStreamId, ModelIntegrityError, SpoolFull
 from services.ids import flag_id, new_watch_session, validate_id
 from services.sampling.sampler import IntervalSampler
 from services.spool import Spool
+from services.stages import make_spools
 
 
 def _run_sampler(interval: float, gop_s: float, fps: int = 30, seconds: float = 20

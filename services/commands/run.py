@@ -6,12 +6,12 @@ import argparse
 import sys
 from typing import Any
 
-from services.app import ModerationApp, watch_one
 from services.commands.output import print_json_line
 from services.config import Settings, load_settings
 from services.ids import validate_id
 from services.ingest.pyav_reader import is_local_path
 from services.pipeline.stream import PipelineObserver, SampleResult, StreamIdentity
+from services.stages import Stages, watch_one
 
 EXIT_UNDRAINED = 3
 #: A file is not a live stream: damage in it is an error of the input, said once.
@@ -47,7 +47,7 @@ async def run_command(args: argparse.Namespace, with_signals: Any) -> int:
     identity = StreamIdentity(stream_id, validate_id(args.provider, "provider id"),
                               validate_id(args.host_id, "host id") if args.host_id else None)
     settings = settings_for(args)
-    app = ModerationApp(settings)
+    app = Stages(settings)
     try:
         await app.start()
         observer = PipelineObserver(on_sample=lambda result: print_sample(stream_id, result))

@@ -51,7 +51,7 @@ class Watch:
 
 
 class PipelineMaker(Protocol):
-    """What the supervisor needs of the composition root (``services.app``), which it
+    """What the supervisor needs of the composition root (``services.stages``), which it
     must not import: it makes pipelines and keeps the event log."""
 
     @property
