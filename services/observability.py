@@ -41,6 +41,27 @@ POISON_RECORDS = Counter(
     "streamwarden_poison_records_total",
     "Records a consumer could not handle: quarantined and skipped, by consumer and topic",
     ["consumer", "topic"], registry=REGISTRY)
+ANALYZER_CPU = Counter(
+    "streamwarden_analyzer_cpu_seconds_total",
+    "CPU time spent by each analyzer (rate() of it is the CPU share it uses)",
+    ["analyzer"], registry=REGISTRY)
+ANALYZER_RUNS = Counter("streamwarden_analyzer_analyses_total",
+                        "Frames or utterances each analyzer looked at", ["analyzer"],
+                        registry=REGISTRY)
+ANALYZER_SKIPPED = Counter(
+    "streamwarden_analyzer_skipped_total",
+    "Turns an expensive analyzer could not give (budget spent while streams were due)",
+    ["analyzer", "reason"], registry=REGISTRY)
+ANALYZER_ERRORS = Counter("streamwarden_analyzer_errors_total",
+                          "Analyses that failed (the frame or audio is skipped, never fatal)",
+                          ["analyzer"], registry=REGISTRY)
+ANALYZER_STALENESS = Histogram(
+    "streamwarden_analyzer_revisit_seconds",
+    "Seconds since the stream's previous analysis, observed at each expensive analysis",
+    ["analyzer"], buckets=(5, 10, 15, 20, 30, 45, 60, 120, 300), registry=REGISTRY)
+ANALYZER_SHARE = Gauge("streamwarden_analyzer_cpu_share_budget",
+                       "CPU-seconds per second an expensive analyzer may use on this node",
+                       ["analyzer"], registry=REGISTRY)
 TASK_RESTARTS = Counter("streamwarden_task_restarts_total",
                         "Background tasks restarted by their supervisor after a crash",
                         ["task"], registry=REGISTRY)

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiortc import MediaStreamTrack
 
+from services.analyzers.frames import FrameAnalyzers
 from services.archive.objects import ObjectUploader
 from services.archive.recorder import FrameRecorder
 from services.archive.segments import StreamArchive
@@ -70,6 +71,8 @@ class Stages:
         self.classifier = Classifier(settings.model)
         self.sink = FlagSink(self.publisher, self.snapshot_uploader, settings.kafka.flags_topic,
                              settings.s3.bucket)
+        #: Codes on every sample and OCR on a budget, shared by every pipeline.
+        self.analyzers = FrameAnalyzers(settings.analyzers, settings.chat.lists_dir, self.sink)
         self._started = False
 
     async def start(self, load_model: bool = True) -> None:
@@ -87,6 +90,7 @@ class Stages:
             drainer.notify()  # replay what an earlier run left in the spool
         if load_model:
             await self.classifier.start()
+            await self.analyzers.start()
         self._started = True
 
     def policy_config(self) -> PolicyConfig:
@@ -145,7 +149,8 @@ class Stages:
                       archive: StreamArchive | None = None) -> StreamPipeline:
         """A pipeline over any source (WebRTC tracks, tests)."""
         return StreamPipeline(identity, make_source, self.settings, self.classifier, self.sink,
-                              self.policy_config(), observer, archive)
+                              self.policy_config(), observer, archive,
+                              self.analyzers if self.analyzers.enabled else None)
 
     def _drainers(self) -> tuple[SpoolDrainer, ...]:
         return (self.snapshot_uploader, self.uploader, self.publisher, self.event_publisher,
@@ -160,6 +165,7 @@ class Stages:
 
     async def stop(self) -> None:
         """Reverse order of start; idempotent."""
+        await self.analyzers.stop()
         await self.classifier.stop()
         for drainer in reversed(self._drainers()):
             await drainer.stop()

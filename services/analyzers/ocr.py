@@ -49,6 +49,46 @@ class TextLine:
     box: Quad
 
 
+def _extent(box: Quad) -> tuple[int, int, int, int]:
+    xs, ys = [x for x, _ in box], [y for _, y in box]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _same_row(row: list[TextLine], line: TextLine) -> bool:
+    """Vertically overlapping by more than half the smaller height, and no further to
+    the right of the row's end than twice that height."""
+    _, top, right, bottom = _extent(row[-1].box)
+    left2, top2, _, bottom2 = _extent(line.box)
+    overlap = min(bottom, bottom2) - max(top, top2)
+    height = max(1, min(bottom - top, bottom2 - top2))
+    return overlap > height / 2 and left2 - right < 2 * height
+
+
+def join_rows(lines: list[TextLine]) -> list[TextLine]:
+    """Lines the detector split (at a wide space, a colour change) joined back into the
+    row a person reads: "加微信" and "abc12345" are one advert, judged together. Left to
+    right, joined with a space; the row's box bounds its parts; its score is the lowest."""
+    rows: list[list[TextLine]] = []
+    for line in sorted(lines, key=lambda item: _extent(item.box)[0]):
+        row = next((r for r in rows if _same_row(r, line)), None)
+        if row is None:
+            rows.append([line])
+        else:
+            row.append(line)
+    joined = []
+    for row in rows:
+        if len(row) == 1:
+            joined.append(row[0])
+            continue
+        extents = [_extent(item.box) for item in row]
+        left, top = min(e[0] for e in extents), min(e[1] for e in extents)
+        right, bottom = max(e[2] for e in extents), max(e[3] for e in extents)
+        joined.append(TextLine(" ".join(item.text for item in row),
+                               min(item.score for item in row),
+                               ((left, top), (right, top), (right, bottom), (left, bottom))))
+    return sorted(joined, key=lambda item: (_extent(item.box)[1], _extent(item.box)[0]))
+
+
 @dataclass(frozen=True)
 class OcrModelFiles:
     det: Path

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from models.preprocess import Image
+from services.analyzers.findings import FlagContext
 from services.archive.objects import snapshot_key
 from services.classify.classifier import Prepared, PreparedFrame, Scored
 from services.config import Settings
@@ -30,7 +31,7 @@ from services.policy.policy import (
 )
 from services.queues import LatestQueue
 from services.sampling.sampler import IntervalSampler
-from services.sampling.similarity import Reference, can_reuse
+from services.sampling.similarity import Reference, Thumbnail, can_reuse
 from services.stats import DropReason, StreamStats
 
 log = logging.getLogger(__name__)
@@ -122,11 +123,31 @@ class ArchiveIndex(Protocol):
     def segments_around(self, source_time_s: float) -> list[str]: ...
 
 
+class SampleAnalysis(Protocol):
+    """What else looks at a stream's samples besides the classifiers: codes, OCR
+    (``services.analyzers.frames.StreamFrameAnalysis``)."""
+
+    async def on_sample(self, image: Image, thumb: Thumbnail, stream_time: float,
+                        source_time: float | None, score: float) -> None: ...
+
+    def reported(self) -> None: ...
+
+    def flagged(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class AnalysisFactory(Protocol):
+    def for_stream(self, context: FlagContext, archive: ArchiveIndex | None
+                   ) -> SampleAnalysis: ...
+
+
 class StreamPipeline:
     def __init__(self, identity: StreamIdentity, make_source: SourceFactory, settings: Settings,
                  classifier: FrameClassifier, sink: FlagSubmitter, policy: PolicyConfig,
                  observer: PipelineObserver | None = None,
-                 archive: ArchiveIndex | None = None) -> None:
+                 archive: ArchiveIndex | None = None,
+                 analyzers: AnalysisFactory | None = None) -> None:
         self.identity = identity
         self.settings = settings
         self.classifier = classifier
@@ -143,6 +164,11 @@ class StreamPipeline:
         self._queue: LatestQueue[Sample] = LatestQueue(settings.sampling.queue_size)
         self.sampler = IntervalSampler(settings.sampling.interval_s)
         self._source = make_source(self.sampler, self.stats)
+        self.analysis = (analyzers.for_stream(FlagContext(identity.stream_id,
+                                                          identity.provider_id,
+                                                          identity.host_id, self.session),
+                                              archive)
+                         if analyzers is not None else None)
 
     def stop(self) -> None:
         self._source.stop()
@@ -156,6 +182,8 @@ class StreamPipeline:
         last_time = self._last[0].stream_time if self._last else 0.0
         self._policy_state = report_received(self._policy_state, last_time, self.policy)
         self._apply_interval(last_time)
+        if self.analysis is not None:
+            self.analysis.reported()
 
     async def run(self) -> EndReason:
         stream_id_var.set(self.identity.stream_id)  # every log line of this task names it
@@ -166,7 +194,11 @@ class StreamPipeline:
             return await self._ingest()
         finally:
             self._queue.close()
-            await worker  # re-raises what ended the classifier early
+            try:
+                await worker  # re-raises what ended the classifier early
+            finally:
+                if self.analysis is not None:
+                    self.analysis.close()
 
     async def _ingest(self) -> EndReason:
         """Source to queue: a live source's stale samples make room for new ones (the
@@ -214,14 +246,20 @@ class StreamPipeline:
         if self._last and can_reuse(self._last[0], prepared.thumb, sample.stream_time,
                                     sampling.dedup_threshold, sampling.dedup_max_age_s):
             self.stats.reused += 1
-            await self._after_scores(sample, self._last[1], reused=True)
-            return
-        scored = await self.classifier.classify(self.identity.stream_id, prepared.inputs)
-        if scored is None:
-            self.stats.count_drop(sample.stream_time, DropReason.SUPERSEDED)
-            return
-        self._last = (Reference(prepared.thumb, sample.stream_time), scored)
-        await self._after_scores(sample, scored, reused=False)
+            scored = self._last[1]
+            await self._after_scores(sample, scored, reused=True)
+        else:
+            fresh = await self.classifier.classify(self.identity.stream_id, prepared.inputs)
+            if fresh is None:
+                self.stats.count_drop(sample.stream_time, DropReason.SUPERSEDED)
+                return
+            scored = fresh
+            self._last = (Reference(prepared.thumb, sample.stream_time), scored)
+            await self._after_scores(sample, scored, reused=False)
+        if self.analysis is not None:  # after the decision: nudity keeps its priority
+            await self.analysis.on_sample(sample.image.image, prepared.thumb,
+                                          sample.stream_time, sample.image.time_s,
+                                          max(scored.fused.values(), default=0.0))
 
     async def _after_scores(self, sample: Sample, scored: Scored, reused: bool) -> None:
         self.stats.classified += 1
@@ -262,4 +300,6 @@ class StreamPipeline:
         )
         kept = await self.sink.submit(flag, key, sample.image.image)
         self.stats.flags += 1
+        if self.analysis is not None:
+            self.analysis.flagged()
         return kept
