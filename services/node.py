@@ -138,7 +138,8 @@ class Node:
         self.archivers: list[LogArchiver] = []
         if "archive" not in self.roles or not settings.logs.archiver:
             return
-        self.chat = ChatFilter(settings.chat, self.stages.publisher, settings.kafka.flags_topic)
+        self.chat = ChatFilter(settings.chat, self.stages.publisher, settings.kafka.flags_topic,
+                               self.stages.judge)
         self.archivers = [
             LogArchiver(settings.kafka, settings.logs, self.stages.store,
                         settings.logs.user_log(), self.chat.scan),
@@ -219,9 +220,9 @@ class Node:
         await self.stages.start(load_model=self.worker is not None)
         stack.push_async_callback(self._stop_stages)
         await self._ensure_topics()
-        # Nothing orders these among themselves; the chat filter's lists are loaded before
-        # the user-log archiver hands it lines, and the worker takes streams last.
-        first: list[Part] = [p for p in (self.feed, self.action_hooks, self.chat, self.alerts,
+        # Nothing orders these among themselves (the text judge the chat filter uses is
+        # loaded with the stages); the worker takes streams last.
+        first: list[Part] = [p for p in (self.feed, self.action_hooks, self.alerts,
                                          self.reporter) if p is not None]
         if "api" in self.roles:
             first.append(self.directory)

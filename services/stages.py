@@ -36,6 +36,7 @@ from services.pipeline.stream import (
 )
 from services.policy.policy import PolicyConfig
 from services.spool import Spool
+from services.textjudge.live import LiveJudge
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,10 @@ class Stages:
         self.sink = FlagSink(self.publisher, self.snapshot_uploader, settings.kafka.flags_topic,
                              settings.s3.bucket)
         #: Codes on every sample and OCR on a budget, shared by every pipeline.
-        self.analyzers = FrameAnalyzers(settings.analyzers, settings.chat.lists_dir, self.sink)
+        #: The one text judge (chat, OCR, codes, speech), its files re-read on change.
+        self.judge = LiveJudge(settings.analyzers.rules_file, settings.chat.lists_dir,
+                               settings.chat.reload_interval_s)
+        self.analyzers = FrameAnalyzers(settings.analyzers, self.judge, self.sink)
         self._started = False
 
     async def start(self, load_model: bool = True) -> None:
@@ -88,6 +92,7 @@ class Stages:
         for drainer in self._drainers():
             await drainer.start()
             drainer.notify()  # replay what an earlier run left in the spool
+        await self.judge.start()
         if load_model:
             await self.classifier.start()
             await self.analyzers.start()
@@ -167,6 +172,7 @@ class Stages:
         """Reverse order of start; idempotent."""
         await self.analyzers.stop()
         await self.classifier.stop()
+        await self.judge.stop()
         for drainer in reversed(self._drainers()):
             await drainer.stop()
         self._started = False

@@ -21,13 +21,13 @@ from services.archive.store import ObjectStore
 from services.background import BackgroundTask, task_report
 from services.backoff import Backoff
 from services.chat.filter import ChatFilter
-from services.chat.wordlists import WordLists
 from services.config import ChatSettings, ConsoleSettings, KafkaSettings, Settings, load_settings
 from services.kafka_publisher import SpooledKafkaPublisher
 from services.logs.archiver import RECORD_ERRORS, archivable, rejected_body, rejected_prefix
 from services.moderation.feed import FlagFeed
 from services.observability import POISON_RECORDS, TASK_RESTARTS
 from services.spool import Spool
+from services.textjudge.live import LiveJudge
 from tests.helpers import unique
 from tests.service_helpers import RunningService, request, start_service, wait_for_messages
 
@@ -234,8 +234,12 @@ async def test_the_chat_filter_scans_the_lines_it_can_and_reports_the_others(
 ) -> None:
     publisher = SpooledKafkaPublisher(Spool(tmp_path / "flags", max_bytes=1 << 20),
                                       KafkaSettings(), "flags")
-    chat = ChatFilter(ChatSettings(), publisher, "flags")
-    chat.lists = WordLists({"abuse": ["badword"]})
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "abuse.txt").write_text("badword\n")
+    judge = LiveJudge(None, lists)
+    await judge.start()
+    chat = ChatFilter(ChatSettings(), publisher, "flags", judge)
     line = {"provider_id": "p", "user_id": "u", "event_type": "chat", "id": "l1",
             "timestamp": NOW.isoformat(), "payload": {"text": "a badword here"}}
     lines: list[dict[str, Any]] = [
@@ -245,6 +249,7 @@ async def test_the_chat_filter_scans_the_lines_it_can_and_reports_the_others(
         line]
     async with asyncio.timeout(10):
         await chat.scan("logs/user/p/2026-01-01/00/p0-1-2.jsonl.gz", lines)
+    await judge.stop()
     assert chat.skipped == 1
     assert chat.flags == 2
     poison = [d for kind, d in reported if kind == incidents.POISON_RECORD]

@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from models.analyzer_manifests import AnalyzerManifest, enabled_analyzers, get_analyzer
 from models.preprocess import Image
@@ -38,8 +37,7 @@ from services.observability import (
 )
 from services.sampling.similarity import Thumbnail, difference
 from services.textjudge.codes import Code, read_codes
-from services.textjudge.judge import TextJudge
-from services.textjudge.rulefile import DEFAULT_FILE
+from services.textjudge.live import LiveJudge
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +174,11 @@ def _timed_codes(image: Image) -> tuple[list[Code], float]:
 class FrameAnalyzers:
     """Built by the stages; ``start`` loads the OCR model (verified) and starts its task."""
 
-    def __init__(self, settings: AnalyzerSettings, lists_dir: Path | None, sink: FlagSubmitter
+    def __init__(self, settings: AnalyzerSettings, judge: LiveJudge, sink: FlagSubmitter
                  ) -> None:
         self.settings = settings
-        self.lists_dir = lists_dir
-        #: The shipped rules until ``start`` loads the configured ones.
-        self.judge = TextJudge()
+        #: The one text judge of the process (started by the stages, before this).
+        self.judge = judge
         self.sink = sink
         enabled = enabled_analyzers(settings.enabled)
         self.codes = get_analyzer("qr_codes") if "qr_codes" in enabled else None
@@ -194,13 +191,8 @@ class FrameAnalyzers:
         return self.codes is not None or self.ocr_manifest is not None
 
     async def start(self) -> None:
-        """Load the rules, the word lists and the OCR model (verified); a rules file or
-        list that does not parse stops the start with its name and line."""
-        if self.ocr is not None or not self.enabled:
-            return
-        rules = self.settings.rules_file or DEFAULT_FILE
-        self.judge = await asyncio.to_thread(TextJudge.load, rules, self.lists_dir)
-        if self.ocr_manifest is None:
+        """Load the OCR model (verified) and start its task."""
+        if self.ocr is not None or self.ocr_manifest is None:
             return
         reader = await asyncio.to_thread(OcrReader.load, self.ocr_manifest)
         s = self.settings
@@ -268,15 +260,16 @@ class StreamFrameAnalysis:
             return
         ANALYZER_CPU.labels(name).inc(cpu_s)
         ANALYZER_RUNS.labels(name).inc()
+        judge = self.hub.judge.current
         sightings = [Sighting(finding, 1.0, code.box, code.format)
-                     for code in codes for finding in self.hub.judge.judge(code.payload, "qr")]
+                     for code in codes for finding in judge.judge(code.payload, "qr")]
         await self._flag(self.codes, sightings, stream_time, source_time, image)
 
     async def _read(self, frame: PendingFrame, lines: list[TextLine]) -> None:
         assert self.ocr is not None  # noqa: S101 - tracked only with OCR on
         rows = join_rows(lines)
         sightings = [Sighting(finding, row.score, _float_box(row))
-                     for row in rows for finding in self.hub.judge.judge(row.text, "ocr")]
+                     for row in rows for finding in self.hub.judge.current.judge(row.text, "ocr")]
         await self._flag(self.ocr, sightings, frame.stream_time, frame.source_time,
                          frame.image)
 

@@ -1,22 +1,19 @@
-"""Runs the word lists over archived chat lines; a match becomes a text flag that names
-the archived line. The lists are re-read when their files change (no restart); a list
-that cannot be read is refused and the lists in force stay."""
+"""Runs the text judge over archived chat lines (the same judge as OCR, codes and
+speech: word lists plus the contact and advertising rules, after normalisation); each
+category found becomes a chat flag that names the archived line. The judge's files are
+re-read by ``services.textjudge.live.LiveJudge``."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from services import incidents
-from services.background import BackgroundTask
-from services.chat.wordlists import WordLists, signature
 from services.config import ChatSettings
-from services.errors import WordListError
 from services.flags.text import chat_flag, encode
 from services.kafka_publisher import OutboundMessage, SpooledKafkaPublisher
-from services.observability import CHAT_TERMS
+from services.textjudge.live import LiveJudge
 
 log = logging.getLogger(__name__)
 
@@ -26,46 +23,14 @@ LINE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RecursionError)
 
 class ChatFilter:
     def __init__(self, settings: ChatSettings, publisher: SpooledKafkaPublisher,
-                 flags_topic: str) -> None:
+                 flags_topic: str, judge: LiveJudge) -> None:
         self.settings = settings
         self.publisher = publisher
         self.flags_topic = flags_topic
-        self.lists = WordLists({})
+        self.judge = judge
         self.flags = 0
         #: Archived lines that could not be scanned (reported as incidents).
         self.skipped = 0
-        self._signature: object = None
-        self._loop = BackgroundTask(self._follow, "chat-lists")
-
-    async def start(self) -> None:
-        await self._reload()
-        self._loop.start()
-
-    async def stop(self) -> None:
-        await self._loop.stop()
-
-    async def _follow(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.reload_interval_s)
-            await self._reload()
-
-    async def _reload(self) -> None:
-        directory = self.settings.lists_dir
-        if directory is None:
-            return
-        current = await asyncio.to_thread(signature, directory)
-        if current == self._signature:
-            return
-        self._signature = current  # a bad file is reported once, not every interval
-        try:
-            self.lists = await asyncio.to_thread(WordLists.load, directory)
-        except WordListError as error:
-            log.error("word lists not reloaded, the previous ones stay: %s", error)
-            return
-        CHAT_TERMS.clear()
-        for category, terms in self.lists.lists.items():
-            CHAT_TERMS.labels(category).set(len(terms))
-        log.info("word lists loaded: %s", {c: len(t) for c, t in self.lists.lists.items()})
 
     async def scan(self, archive_key: str, lines: list[dict[str, Any]]) -> None:
         """Called by the user-log archiver once ``lines`` are stored at ``archive_key``.
@@ -90,9 +55,14 @@ class ChatFilter:
         text = _text(line, self.settings.event_types)
         if text is None:
             return []
+        matched: dict[str, list[str]] = {}
+        for finding in self.judge.current.judge(text, "chat"):
+            terms = matched.setdefault(finding.category, [])
+            if finding.matched not in terms:
+                terms.append(finding.matched)
         found = []
-        for match in self.lists.match(text):
-            flag = chat_flag(line, match.category, list(match.terms), archive_key, now)
+        for category, terms in matched.items():
+            flag = chat_flag(line, category, terms, archive_key, now)
             found.append((str(flag["id"]), encode(flag),
                           str(line.get("stream_id") or line["provider_id"])))
         return found
