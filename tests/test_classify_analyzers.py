@@ -253,7 +253,7 @@ def test_gore_blurpad_centres_the_fitted_picture() -> None:
 
 def test_gore_rejects_what_is_not_a_frame() -> None:
     with pytest.raises(ValueError):
-        gore.prepare(np.zeros((10, 10, 3), np.float32))  # type: ignore[arg-type]
+        gore.prepare(np.zeros((10, 10, 3), np.float32))
     with pytest.raises(ValueError):
         gore.prepare(np.zeros((10, 10, 2), np.uint8))
     with pytest.raises(ValueError):
