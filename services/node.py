@@ -186,7 +186,8 @@ class Node:
             return [(sid, w.state, w.pipeline.stats, w.pipeline.queued)
                     for sid, w in self.supervisor.watches.items()]
 
-        return ServiceCollector(streams, lambda: self.stages.spools, self.lags)
+        registered = (lambda: len(self.registry.records())) if "api" in self.roles else None
+        return ServiceCollector(streams, lambda: self.stages.spools, self.lags, registered)
 
     def lags(self) -> list[ConsumerLag]:
         found = [self.worker.lag] if self.worker is not None else []

@@ -77,15 +77,21 @@ class ServiceCollector:
 
     def __init__(self, streams: Callable[[], Iterable[tuple[str, str, StreamStats, int]]],
                  spools: Callable[[], dict[str, Spool]],
-                 lags: Callable[[], list[ConsumerLag]] | None = None) -> None:
+                 lags: Callable[[], list[ConsumerLag]] | None = None,
+                 registered: Callable[[], int] | None = None) -> None:
         self._streams = streams
         self._spools = spools
         self._lags = lags or list
+        self._registered = registered
 
     def collect(self) -> Iterable[Metric]:
         yield from self._stream_metrics()
         yield from self._spool_metrics()
         yield from self._lag_metrics()
+        if self._registered is not None:  # API nodes: what the workers should watch
+            yield GaugeMetricFamily("streamwarden_registered_streams",
+                                    "Streams in the registry (pulls and pushes; WHIP sessions "
+                                    "answered here)", value=self._registered())
 
     def _lag_metrics(self) -> Iterable[Metric]:
         lag = GaugeMetricFamily("streamwarden_consumer_lag",

@@ -19,6 +19,8 @@ import pytest
 from aiohttp import web
 
 from tests.helpers import publish_rtmp, unique
+from tests.monitoring_refs import family as metric_family
+from tests.monitoring_refs import referenced_families
 from tests.service_helpers import RunningService, request, start_service, wait_for_messages
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
@@ -374,3 +376,9 @@ async def test_metrics_parse_and_move_when_streams_flow(service: RunningService)
     assert after["streamwarden_inference_batch_seconds_count"] > 0
     assert "streamwarden_spool_oldest_age_seconds" in after
     assert "streamwarden_decision_delay_seconds_bucket" in after
+    # Every metric the alert rules and the Grafana dashboard query is exported.
+    _, body, _ = await request("GET", f"{service.base_url}/metrics",
+                               headers=service.headers("metrics"))
+    exported = {metric_family(f.name) for f in text_string_to_metric_families(body)}
+    missing = sorted(referenced_families() - exported)
+    assert not missing, f"deploy/ queries metrics the service does not export: {missing}"

@@ -14,6 +14,8 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 # espeak-ng for English speech.
 [ -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || need+=(fonts-wqy-zenhei)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+# promtool (checks and unit-tests the alert rules in deploy/prometheus).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"
 sudo=""
@@ -22,4 +24,6 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # The Debian package enables and starts a system nginx on port 80; we run our own.
-if command -v systemctl >/dev/null 2>&1; then $sudo systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+if command -v systemctl >/dev/null 2>&1; then
+  $sudo systemctl disable --now nginx prometheus >/dev/null 2>&1 || true
+fi
