@@ -19,7 +19,7 @@ import segno
 
 from models.analyzer_manifests import ShippedFile, get_analyzer
 from services.analyzers import gore
-from services.commands.classify import analyzer_names
+from services.commands.classify import analyzer_names, json_line
 from services.errors import ModelError, ModelIntegrityError
 from tests.helpers import CLI, REPO, run_cli
 from tests.media_speech import english_wav
@@ -177,6 +177,11 @@ def test_analyzer_names() -> None:
     assert analyzer_names("", ("qr_codes",)) == set()
     with pytest.raises(ModelError, match="unknown analyzer"):
         analyzer_names("qr_codes,nope", None)
+
+
+def test_json_line_escapes_only_when_it_must() -> None:
+    assert json_line({"text": "加微信"}) == '{"text": "加微信"}'
+    assert json_line({"text": "bad \udcff byte"}) == '{"text": "bad \\udcff byte"}'
 
 
 # --- the gore classifier ---------------------------------------------------------------

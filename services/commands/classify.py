@@ -354,6 +354,17 @@ async def _classify_audio(analyzers: Analyzers, path: Path, timings: dict[str, f
     return result, bad
 
 
+def json_line(result: dict[str, Any]) -> str:
+    """One input's JSON, text shown as is (Chinese stays readable) unless something in it
+    is not encodable (a lone surrogate from undecodable bytes): then all of it escaped."""
+    line = json.dumps(result, sort_keys=True, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(result, sort_keys=True)
+    return line
+
+
 async def classify_command(args: argparse.Namespace) -> int:
     settings = _settings(args)
     names = analyzer_names(getattr(args, "analyzers", None), settings.analyzers.enabled)
@@ -372,7 +383,7 @@ async def classify_command(args: argparse.Namespace) -> int:
             except (UnsupportedMedia, SourceError) as error:
                 result, bad = {"input": str(path), "error": str(error)}, True
             failures += bad
-            print(json.dumps(result, sort_keys=True, ensure_ascii=False), flush=True)
+            print(json_line(result), flush=True)
     finally:
         await classifier.stop()
     return 1 if failures else 0
