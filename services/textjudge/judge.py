@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from services.chat.wordlists import WordLists
 from services.textjudge.normalize import Normalized, decode, normalize, printable
 from services.textjudge.rulefile import DEFAULT_FILE, Decision, RulesConfig, load_rules
 from services.textjudge.rules import (
@@ -22,6 +21,7 @@ from services.textjudge.rules import (
     phone_hits,
     qr_url,
 )
+from services.textjudge.wordlists import WordLists
 
 Source = Literal["chat", "ocr", "qr", "speech"]
 SOURCES: tuple[Source, ...] = ("chat", "ocr", "qr", "speech")

@@ -9,11 +9,11 @@ import logging
 from pathlib import Path
 
 from services.background import BackgroundTask
-from services.chat.wordlists import signature
 from services.errors import ConfigError
 from services.observability import CHAT_TERMS
 from services.textjudge.judge import TextJudge
 from services.textjudge.rulefile import DEFAULT_FILE
+from services.textjudge.wordlists import signature
 
 log = logging.getLogger(__name__)
 
