@@ -26,7 +26,13 @@ $(NODE_STAMP): tests/console/package-lock.json
 	npm ci --prefix tests/console --no-audit --no-fund --silent
 	@touch $(NODE_STAMP)
 
-deps: system-deps $(STAMP) $(NODE_STAMP)
+# Redoc's standalone bundle for GET /docs, at the version web/docs/package-lock.json pins.
+DOCS_BUNDLE := services/api/static/redoc.standalone.js
+$(DOCS_BUNDLE): web/docs/package-lock.json
+	npm ci --prefix web/docs --omit=peer --ignore-scripts --no-audit --no-fund --silent
+	cp web/docs/node_modules/redoc/bundles/redoc.standalone.js{,.LICENSE.txt} services/api/static/
+
+deps: system-deps $(STAMP) $(NODE_STAMP) $(DOCS_BUNDLE)
 
 dev-up: deps
 	@$(PY) -m services.devstack up --dir $(DEV_DIR)

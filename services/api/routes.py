@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from services.api.body import (
 )
 from services.api.errors import error_middleware, json_error
 from services.api.evidence_routes import add_evidence_routes
+from services.api.openapi import document_text
 from services.api.parts import PARTS, ApiParts, parts_of
 from services.api.provider_routes import add_provider_routes
 from services.background import task_report
@@ -29,6 +31,7 @@ from services.errors import (
     Conflict,
     InvalidRequest,
     InvalidStreamId,
+    NotFound,
     Refused,
     Unavailable,
     Unprocessable,
@@ -191,6 +194,37 @@ def _stream_id(request: web.Request) -> str:
         raise InvalidRequest(str(error)) from None
 
 
+#: The docs page and Redoc's bundle (``make deps`` copies it from web/docs/node_modules).
+STATIC = Path(__file__).parent / "static"
+#: Exactly what the Redoc page uses: its own script, the inline styles and the search
+#: worker (a blob: URL) it makes, data: images, and /openapi.json.
+DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; connect-src 'self'; worker-src blob:; base-uri 'none'; "
+            "form-action 'none'; frame-ancestors 'none'")
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """The API's OpenAPI 3.1 document (services/api/openapi.py); no token."""
+    return web.Response(text=document_text(), content_type="application/json",
+                        headers={"Cache-Control": "no-cache"})
+
+
+async def docs_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "docs.html", headers={
+        "Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": DOCS_CSP,
+        "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer"})
+
+
+async def docs_bundle(request: web.Request) -> web.FileResponse:
+    bundle = STATIC / "redoc.standalone.js"
+    if not await asyncio.to_thread(bundle.is_file):
+        raise NotFound("the docs bundle is not installed on this node (make deps)")
+    return web.FileResponse(bundle, headers={
+        "Content-Type": "text/javascript; charset=utf-8", "Cache-Control": "no-cache",
+        "X-Content-Type-Options": "nosniff"})
+
+
 def build_http_app(parts: ApiParts) -> web.Application:
     # Bodies are inflated by services.api.body, which answers a broken one in JSON.
     app = web.Application(client_max_size=parts.settings.api.max_body_bytes,
@@ -213,6 +247,8 @@ def build_http_app(parts: ApiParts) -> web.Application:
         web.post("/v1/whip/{stream_id}", whip_offer),
         web.delete("/v1/whip/{stream_id}/{session}", whip_delete),
     ])
+    app.add_routes([web.get("/openapi.json", openapi_json), web.get("/docs", docs_page),
+                    web.get("/docs/redoc.standalone.js", docs_bundle)])
     add_archive_routes(app)
     add_provider_routes(app)
     add_evidence_routes(app)
