@@ -12,6 +12,7 @@ from typing import Any
 from aiortc import MediaStreamTrack
 
 from services.analyzers.frames import FrameAnalyzers
+from services.analyzers.listen import SpeechAnalyzers, StreamListening
 from services.archive.objects import ObjectUploader
 from services.archive.recorder import FrameRecorder
 from services.archive.segments import StreamArchive
@@ -24,7 +25,7 @@ from services.events import EventLog, Lifecycle
 from services.flags.sink import FlagSink
 from services.ingest.frames import FramePicker, ReadCounters
 from services.ingest.source import EndReason, SourceState, StateListener, StreamSource
-from services.ingest.webrtc import WebRtcSource
+from services.ingest.webrtc import WebRtcSource, audio_of
 from services.kafka import ensure_topics
 from services.kafka_publisher import SpooledKafkaPublisher
 from services.logs.oplog import OperationLog
@@ -77,6 +78,8 @@ class Stages:
         self.judge = LiveJudge(settings.analyzers.rules_file, settings.chat.lists_dir,
                                settings.chat.reload_interval_s)
         self.analyzers = FrameAnalyzers(settings.analyzers, self.judge, self.sink)
+        #: Speech (off by default): each stream's audio heard, transcribed on a budget.
+        self.speech = SpeechAnalyzers(settings.analyzers, self.judge, self.sink)
         self._started = False
 
     async def start(self, load_model: bool = True) -> None:
@@ -96,6 +99,7 @@ class Stages:
         if load_model:
             await self.classifier.start()
             await self.analyzers.start()
+            await self.speech.start()
         self._started = True
 
     def policy_config(self) -> PolicyConfig:
@@ -119,14 +123,15 @@ class Stages:
         observer = observer or PipelineObserver()
         settings = source_settings or self.settings.source
         archive = self.archive_for(identity)
+        listening = self.speech.listen()
 
         def make_source(picker: FramePicker, counters: ReadCounters) -> StreamSource:
             return StreamSource(url, settings, picker, counters,
                                 notice=observer.on_notice, on_state=on_state or _no_state,
                                 end_on_unpublish=end_on_unpublish, archive=archive,
-                                prepare=self.classifier.prepare_frame)
+                                prepare=self.classifier.prepare_frame, audio=listening)
 
-        return self.pipeline_from(identity, make_source, observer, archive)
+        return self.pipeline_from(identity, make_source, observer, archive, listening)
 
     def archive_for(self, identity: StreamIdentity) -> StreamArchive | None:
         if not self.settings.archive.enabled:
@@ -143,19 +148,24 @@ class Stages:
         """A pipeline reading a WebRTC track (WHIP)."""
         archive = self.archive_for(identity)
         recorder = FrameRecorder(archive, self.settings.archive) if archive else None
+        listening = self.speech.listen()
 
         def make_source(picker: FramePicker, counters: ReadCounters) -> WebRtcSource:
-            return WebRtcSource(track, picker, counters, recorder)
+            return WebRtcSource(track, picker, counters, recorder, audio=audio_of(track),
+                                listener=listening)
 
-        return self.pipeline_from(identity, make_source, observer, archive)
+        return self.pipeline_from(identity, make_source, observer, archive, listening)
 
     def pipeline_from(self, identity: StreamIdentity, make_source: SourceFactory,
                       observer: PipelineObserver | None = None,
-                      archive: StreamArchive | None = None) -> StreamPipeline:
-        """A pipeline over any source (WebRTC tracks, tests)."""
+                      archive: StreamArchive | None = None,
+                      listening: StreamListening | None = None) -> StreamPipeline:
+        """A pipeline over any source (WebRTC tracks, tests); ``listening``: the speech
+        analyzer hearing that source's audio."""
+        frames = self.analyzers if self.analyzers.enabled else None
         return StreamPipeline(identity, make_source, self.settings, self.classifier, self.sink,
                               self.policy_config(), observer, archive,
-                              self.analyzers if self.analyzers.enabled else None)
+                              listening.alongside(frames) if listening is not None else frames)
 
     def _drainers(self) -> tuple[SpoolDrainer, ...]:
         return (self.snapshot_uploader, self.uploader, self.publisher, self.event_publisher,
@@ -170,6 +180,7 @@ class Stages:
 
     async def stop(self) -> None:
         """Reverse order of start; idempotent."""
+        await self.speech.stop()
         await self.analyzers.stop()
         await self.classifier.stop()
         await self.judge.stop()

@@ -102,6 +102,9 @@ class SpeechSegment:
     start_s: float
     end_s: float
     samples: Samples
+    #: Where it starts on the source's own (video) timeline, once mapped onto a stream's
+    #: clock (``services.analyzers.listen``): what the archive's segments are found by.
+    source_start_s: float | None = None
 
 
 def default_cache_dir() -> Path:

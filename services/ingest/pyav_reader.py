@@ -1,7 +1,9 @@
 """Blocking PyAV demux and selective decode; runs in a worker thread.
 
 Only what the pipeline's frame picker asks for is decoded (keyframes alone, when they
-are dense enough); each sampled frame is handed to ``emit`` on this thread.
+are dense enough); each sampled frame is handed to ``emit`` on this thread. When someone
+listens to the audio (the speech analyzer), the audio track is demuxed in the same pass
+and its packets handed over on this thread too; otherwise it is not even demuxed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 import av
@@ -21,12 +23,20 @@ import numpy.typing as npt
 from services.archive.segmenter import Segmenter
 from services.config import SourceSettings
 from services.errors import SourceOpenError, SourceStalled, UnsupportedMedia
-from services.ingest.frames import FramePicker, ReadCounters, SegmentArchive
+from services.ingest.frames import (
+    AudioClock,
+    AudioListener,
+    AudioPackets,
+    FramePicker,
+    ReadCounters,
+    SegmentArchive,
+)
 
 if TYPE_CHECKING:  # PyAV's Packet is generic only in its stubs
     from services.classify.classifier import PreparedFrame
 
     VideoPacket = av.Packet[av.video.stream.VideoStream]
+    AudioPacket = av.Packet[av.audio.stream.AudioStream]
 
 _LIVE_SCHEMES = {"rtmp", "rtmps", "rtsp", "srt"}
 # Demuxers over HTTP (HLS, DASH) retry internally (playlist reloads) and stop only
@@ -41,6 +51,15 @@ _LOW_LATENCY = {"flags": "low_delay", "probesize": "32768", "analyzeduration": "
 # low-bitrate stream took 2 s to arrive (open to first keyframe: 2.3-3.0 s -> 0.7-0.9 s,
 # 160x90 at 1 s GOP through nginx-rtmp).
 _RTMP_PROBE_BYTES = "4096"
+# When the audio is wanted too (speech on): the edge sends the AAC sequence header only
+# after the first keyframe, which is larger than 4 KiB, and PyAV never sees a stream the
+# probe did not find. So probe on until every stream the FLV header announces has shown
+# up (right after that keyframe), at most 1 MiB or half a second of stream, and do not
+# wait for frame-rate estimates. Measured against nginx-rtmp (320x240, 1 s GOP): open to
+# first keyframe unchanged with audio (0.4-0.5 s, both tracks found); a push without
+# audio waits the half second out (0.7 s, was 0.2-0.4 s).
+_RTMP_AUDIO_PROBE = {"probesize": str(1 << 20), "analyzeduration": "500000",
+                     "fpsprobesize": "0"}
 #: Demux errors in a row after which the input counts as unreadable, not damaged.
 MAX_DEMUX_ERRORS_IN_A_ROW = 64
 #: What FFmpeg reports for damaged data in one packet (I/O errors and timeouts are
@@ -59,11 +78,14 @@ class RawSample:
     prepared: PreparedFrame | None = None
 
 
-def open_options(url: str, read_timeout_s: float) -> dict[str, str]:
+def open_options(url: str, read_timeout_s: float, audio: bool = False) -> dict[str, str]:
+    """``audio``: the audio track is wanted as well as the video."""
     scheme = urlsplit(url).scheme.lower()
     options = dict(_LOW_LATENCY) if scheme in _LIVE_SCHEMES else {}
     if scheme in ("rtmp", "rtmps"):
         options["probesize"] = _RTMP_PROBE_BYTES
+        if audio:
+            options.update(_RTMP_AUDIO_PROBE)
     if scheme == "rtsp":
         options["rtsp_transport"] = "tcp"
     if not is_local_path(url):
@@ -89,9 +111,10 @@ def read_timeout(url: str, settings: SourceSettings) -> float | None:
     return settings.read_timeout_s if scheme in _CALLBACK_TIMEOUT_SCHEMES else None
 
 
-def open_container(url: str, settings: SourceSettings) -> av.container.InputContainer:
+def open_container(url: str, settings: SourceSettings, audio: bool = False
+                   ) -> av.container.InputContainer:
     try:
-        return av.open(url, options=open_options(url, settings.read_timeout_s),
+        return av.open(url, options=open_options(url, settings.read_timeout_s, audio),
                        timeout=(settings.open_timeout_s, read_timeout(url, settings)))
     except av.error.ExitError:
         raise SourceOpenError(f"{url} did not answer within {settings.open_timeout_s:g}s") from None
@@ -136,8 +159,9 @@ class FrameReader:
                  stats: ReadCounters, emit: Callable[[RawSample], None],
                  on_first_packet: Callable[[], None] = lambda: None,
                  archive: SegmentArchive | None = None,
-                 prepare: Callable[[npt.NDArray[np.uint8]], PreparedFrame] | None = None
-                 ) -> None:
+                 prepare: Callable[[npt.NDArray[np.uint8]], PreparedFrame] | None = None,
+                 audio: AudioListener | None = None,
+                 audio_clock: AudioClock | None = None) -> None:
         self.url = url
         self.settings = settings
         self.sampler = sampler
@@ -146,6 +170,8 @@ class FrameReader:
         self.on_first_packet = on_first_packet
         self.archive = archive
         self.prepare = prepare
+        self.audio = audio
+        self.audio_clock = audio_clock
         self.stop_requested = threading.Event()
         self.received_any = False
         #: Furthest source time this connection reached (where a failure happened).
@@ -161,30 +187,53 @@ class FrameReader:
 
     def run(self) -> None:
         """Return at end of stream; raise SourceError subclasses on failure."""
-        container = open_container(self.url, self.settings)
+        container = open_container(self.url, self.settings, audio=self.audio is not None)
         segmenter = None
+        audio: tuple[av.audio.stream.AudioStream, AudioPackets] | None = None
         try:
             stream = video_stream(container, self.url)
             segmenter = self.archive.new_session(stream) if self.archive else None
-            self._pump(container, stream, segmenter)
+            audio = self._open_audio(container)
+            self._pump(container, stream, segmenter, audio)
         finally:
+            if audio is not None:
+                audio[1].close()  # the utterance in progress is not lost
             if segmenter is not None:
                 segmenter.finish()  # even after a failure: what arrived is archived
             container.close()
 
+    def _open_audio(self, container: av.container.InputContainer
+                    ) -> tuple[av.audio.stream.AudioStream, AudioPackets] | None:
+        """The audio track and its listener's feed, only when someone listens."""
+        if self.audio is None or self.audio_clock is None:
+            return None
+        stream = container.streams.audio[0] if container.streams.audio else None
+        feed = self.audio.open_track(stream, self.audio_clock)
+        if stream is None or feed is None:
+            return None
+        return stream, feed
+
     def _pump(self, container: av.container.InputContainer,
-              stream: av.video.stream.VideoStream, segmenter: Segmenter | None) -> None:
+              stream: av.video.stream.VideoStream, segmenter: Segmenter | None,
+              audio: tuple[av.audio.stream.AudioStream, AudioPackets] | None = None) -> None:
         # A float: Fraction arithmetic per packet is measurable at 60 streams.
         time_base = float(stream.time_base or Fraction(1, 1000))
         context = stream.codec_context
         last_packet_at = time.monotonic()
+        audio_index = audio[0].index if audio is not None else -1
+        streams = (stream,) if audio is None else (stream, audio[0])
         try:
-            for packet in self._packets(container, stream):
+            for any_packet in self._packets(container, streams):
                 last_packet_at = time.monotonic()
                 if self.stop_requested.is_set():
                     return
-                if packet.size == 0:
+                if any_packet.size == 0:
                     continue  # flush packet at end of input
+                if any_packet.stream_index == audio_index:
+                    assert audio is not None  # noqa: S101 - audio_index is -1 without it
+                    audio[1].packet(cast("AudioPacket", any_packet))
+                    continue
+                packet = cast("VideoPacket", any_packet)
                 if not self.received_any:
                     self.received_any = True
                     self._first_packet_at = last_packet_at
@@ -215,13 +264,13 @@ class FrameReader:
                                   retriable=not local) from None
 
     def _packets(self, container: av.container.InputContainer,
-                 stream: av.video.stream.VideoStream) -> Iterator[VideoPacket]:
+                 streams: tuple[av.stream.Stream, ...]) -> Iterator[av.Packet[av.stream.Stream]]:
         """Demuxed packets; data the demuxer finds damaged is skipped and counted, and
         reading goes on after it, until too many errors come in a row."""
         errors_in_a_row = 0
         while True:
             try:
-                for packet in container.demux(stream):
+                for packet in container.demux(*streams):
                     errors_in_a_row = 0
                     yield packet
                 return

@@ -21,7 +21,7 @@ from services.backoff import Backoff, Deadline
 from services.config import SourceSettings
 from services.errors import SourceError, SourceStalled
 from services.ingest.edge import publisher_active
-from services.ingest.frames import FramePicker, ReadCounters, SegmentArchive
+from services.ingest.frames import AudioListener, FramePicker, ReadCounters, SegmentArchive
 from services.ingest.pyav_reader import (
     FrameReader,
     RawSample,
@@ -110,8 +110,8 @@ class StreamSource:
                  on_state: StateListener = _ignore_state,
                  end_on_unpublish: bool = True,
                  archive: SegmentArchive | None = None,
-                 prepare: Callable[[npt.NDArray[np.uint8]], PreparedFrame] | None = None
-                 ) -> None:
+                 prepare: Callable[[npt.NDArray[np.uint8]], PreparedFrame] | None = None,
+                 audio: AudioListener | None = None) -> None:
         self.url = url
         self.settings = settings
         self.picker = picker
@@ -125,6 +125,8 @@ class StreamSource:
         self.end_on_unpublish = end_on_unpublish
         self.archive = archive
         self.prepare = prepare
+        #: Who hears the audio track (the speech analyzer); None: audio is not even demuxed.
+        self.audio = audio
         self._reader: FrameReader | None = None
         self._clock = _SessionClock()
         self._stopping = asyncio.Event()
@@ -204,7 +206,8 @@ class StreamSource:
 
         self._reader = FrameReader(self.url, self.settings, self.picker, self.counters, emit,
                                    on_first_packet=connected, archive=self.archive,
-                                   prepare=self.prepare)
+                                   prepare=self.prepare, audio=self.audio,
+                                   audio_clock=self._clock)
         return self._reader
 
     async def _ended_after(self, error: SourceError, reader: FrameReader) -> EndReason | None:
@@ -243,6 +246,10 @@ class _SessionClock:
 
     A reconnect restarts the source's timestamps; the gap is bridged with wall time
     so flag ids (which include the session time) never collide across reconnects.
+
+    Audio of the same connection shares the container's timeline with the video, so
+    ``audio_times`` maps it with the same origin and offset (used on the reader thread,
+    like ``session_time``).
     """
 
     def __init__(self) -> None:
@@ -251,11 +258,26 @@ class _SessionClock:
         self._offset = 0.0
         self._last = 0.0
         self._last_wall = 0.0
+        #: The connection's first audio time mapped, while no video sample set the origin.
+        self._audio_origin: float | None = None
 
     def reconnected(self) -> None:
         if self.started:
             self._offset = self._last + (time.monotonic() - self._last_wall)
             self._origin = None
+        self._audio_origin = None
+
+    def audio_times(self, audio_time_s: float) -> tuple[float, float | None]:
+        """The session time of an audio timestamp of this connection (never before the
+        connection's start), and the source time itself (the video's timeline too).
+        Before the first video sample fixed the origin (the edge starts at a keyframe,
+        so hardly ever), the first audio mapped stands in for it."""
+        origin = self._origin
+        if origin is None:
+            if self._audio_origin is None:
+                self._audio_origin = audio_time_s
+            origin = self._audio_origin
+        return max(self._offset, self._offset + audio_time_s - origin), audio_time_s
 
     def session_time(self, source_time_s: float) -> float:
         if self._origin is None:
