@@ -286,6 +286,13 @@ SCHEMAS: dict[str, Any] = {
                             "files": {"type": "integer", "minimum": 0},
                             "warnings": {"type": "array", "items": {"type": "string"}}},
                            ("export_id", "key", "sha256", "bytes", "url", "files", "warnings")),
+    "ConsoleEvent": _obj({
+        "id": {"type": "string", "description": "the flag id"},
+        "event": {"const": "message", "description": "not sent: the SSE default"},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": _ref("ConsoleFlag")}},
+        ("id", "data"), description="One event of GET /console/flags (OpenAPI 3.1: the "
+                                    "schema of a text/event-stream describes each event)."),
     "Alert": _obj({"kind": {"enum": ["flag", "refusal"]}, "id": {"type": "string"},
                    "stream_id": _nullable({"type": "string"}),
                    "provider_id": _nullable({"type": "string"}),
@@ -616,7 +623,7 @@ def operations() -> dict[str, dict[str, Any]]:
                           "`id:` the flag id, `data:` the Flag (flag-v1) as one JSON line with "
                           "`snapshot_url` (presigned) and `replay` (a console link) added; a "
                           "`: keep-alive` comment every 15 s",
-                          {"text/event-stream": {"schema": {"type": "string"}}})},
+                          {"text/event-stream": {"schema": _ref("ConsoleEvent")}})},
             (503,), description="503: no flag feed on this node (the console needs the api "
                                 "role).")},
         "/console/replay": {"get": _op(
@@ -669,6 +676,24 @@ def _embedded(name: str, file: str) -> dict[str, Any]:
     embedded: dict[str, Any] = repoint(schema)
     embedded["$comment"] = f"services/flags/schema/{file} ({identity})"
     return embedded
+
+
+def _console_flag(flag: dict[str, Any]) -> dict[str, Any]:
+    """A Flag as the console's live queue sends it: every Flag property, referenced,
+    plus ``snapshot_url`` and ``replay`` (the Flag schema itself takes no other
+    properties, so a ``$ref`` to it would refuse them). The Flag's per-source required
+    fields (its ``allOf``) are not repeated here: they stay in the one Flag schema."""
+    base = "#/components/schemas/Flag"
+    return {
+        "type": "object", "additionalProperties": False, "required": flag["required"],
+        "properties": {**{name: {"$ref": f"{base}/properties/{name}"}
+                          for name in flag["properties"]},
+                       "snapshot_url": {"type": "string", "description": "the snapshot, "
+                                        "presigned for an hour"},
+                       "replay": {"type": "string", "description": "the console's replay "
+                                  "page for the flag's first archived segment"}},
+        "description": "A Flag (flag-v1) with the console's links added "
+                       "(services/console/routes.py view)."}
 
 
 def _error_responses() -> dict[str, Any]:
@@ -728,6 +753,7 @@ def build_document() -> dict[str, Any]:
     schemas = copy.deepcopy(SCHEMAS)
     for name, file in SCHEMA_FILES:
         schemas[name] = _embedded(name, file)
+    schemas["ConsoleFlag"] = _console_flag(schemas["Flag"])
     return {
         "openapi": OPENAPI_VERSION,
         "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
