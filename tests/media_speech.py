@@ -139,6 +139,16 @@ def silence_wav(path: Path, seconds: float, *, rate: int = 16_000, noise: float 
     return write_wav(path, rng.standard_normal(round(seconds * rate)) * noise, rate)
 
 
+def resample(samples: npt.NDArray[np.float32], rate: int, target: int
+             ) -> npt.NDArray[np.float32]:
+    """Linear resampling: good enough for test speech."""
+    if rate == target:
+        return samples
+    n = round(len(samples) * target / rate)
+    return np.interp(np.linspace(0, len(samples) - 1, n), np.arange(len(samples)),
+                     samples).astype(np.float32)
+
+
 def concat_wavs(paths: list[Path], out: Path, *, gap_s: float = 1.0,
                 rate: int = 16_000) -> Path:
     """The WAVs one after another at ``rate`` with ``gap_s`` of silence between them
@@ -169,11 +179,14 @@ def mux_flv(wav: Path, out: Path, *, size: str = "320x240", fps: int = 15,
     return out
 
 
-def video_only_flv(out: Path, *, seconds: float = 2.0) -> Path:
+def video_only_flv(out: Path, *, seconds: float = 2.0, gop: int | None = None) -> Path:
+    """No audio track; ``gop`` frames between keyframes (10 fps; a live push needs a
+    short one: the edge starts a new reader at a keyframe)."""
     subprocess.run(
         ["ffmpeg", "-nostdin", "-loglevel", "error", "-y",
          "-f", "lavfi", "-i", f"testsrc=size=160x120:rate=10:duration={seconds}",
-         "-c:v", "libx264", "-preset", "ultrafast", "-an", "-f", "flv", str(out)],
+         "-c:v", "libx264", "-preset", "ultrafast", *(["-g", str(gop)] if gop else []),
+         "-an", "-f", "flv", str(out)],
         check=True, capture_output=True, timeout=60)
     return out
 
@@ -236,3 +249,34 @@ def wer(reference: str, hypothesis: str) -> float:
 
     ref = words(reference)
     return levenshtein(ref, words(hypothesis)) / max(1, len(ref))
+
+
+def speech_flv(wav: Path, out: Path, *, before_s: float = 3.0, after_s: float = 4.0,
+               size: str = "320x240") -> Path:
+    """An FLV for a live push: the speech with silence around it (the service connects
+    about a second after the publish starts; the VAD needs 0.8 s of silence to close an
+    utterance), H.264 test picture at 15 fps with a 1 s GOP, AAC 44.1 kHz stereo."""
+    padded = with_silence(wav, out.with_suffix(".padded.wav"), before_s=before_s,
+                          after_s=after_s)
+    return mux_flv(padded, out, size=size)
+
+
+def push_flv(path: Path, url: str) -> subprocess.Popen[bytes]:
+    """ffmpeg pushing a prepared FLV in real time, streams copied (no encoding cost)."""
+    return subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(path),
+         "-c", "copy", "-f", "flv", url], stdin=subprocess.DEVNULL)
+
+
+def mandarin_wav_started(text: str, path: Path) -> subprocess.Popen[bytes]:
+    """:func:`mandarin_wav` in a child process, started (wait for it): TensorFlow stays
+    out of the caller (in a test process that also runs aiortc's media threads it has
+    crashed it), and the voice is made while the caller does other things."""
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from tests.media_speech import mandarin_wav; "
+         "mandarin_wav(sys.argv[1], Path(sys.argv[2]))", text, str(path)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent)

@@ -203,6 +203,9 @@ class StreamListening:
     def open_frames(self, clock: AudioClock) -> _FrameFeed:
         return _FrameFeed(self, clock)
 
+    def no_audio(self) -> None:
+        self.skip("no_audio")
+
     def skip(self, reason: str, detail: str | None = None) -> None:
         """Audio this stream cannot give (counted; never fatal)."""
         first = reason not in self.skipped

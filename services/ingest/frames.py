@@ -89,3 +89,7 @@ class AudioListener(Protocol):
     def open_frames(self, clock: AudioClock) -> AudioFrames:
         """A WebRTC audio track's frames."""
         ...
+
+    def no_audio(self) -> None:
+        """A WebRTC session without an audio track (counted)."""
+        ...

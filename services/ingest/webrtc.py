@@ -173,7 +173,9 @@ class WebRtcSource:
             self._started = True
             if self.recorder is not None:
                 self.recorder.start()
-            if self.audio is not None and self.listener is not None:
+            if self.listener is not None and self.audio is None:
+                self.listener.no_audio()
+            elif self.listener is not None and self.audio is not None:
                 self.audio.attach(self.listener.open_frames(
                     _WebRtcAudioClock(self, self.audio)))
         stopping = asyncio.ensure_future(self._stopping.wait())
