@@ -25,7 +25,7 @@ from services.events import EventLog, Lifecycle
 from services.flags.sink import FlagSink
 from services.ingest.frames import FramePicker, ReadCounters
 from services.ingest.source import EndReason, SourceState, StateListener, StreamSource
-from services.ingest.webrtc import WebRtcSource, audio_of
+from services.ingest.webrtc import AudioDrain, WebRtcSource
 from services.kafka import ensure_topics
 from services.kafka_publisher import SpooledKafkaPublisher
 from services.logs.oplog import OperationLog
@@ -144,14 +144,15 @@ class Stages:
                              asyncio.get_running_loop(), spool_full)
 
     def track_pipeline(self, identity: StreamIdentity, track: MediaStreamTrack,
-                       observer: PipelineObserver | None = None) -> StreamPipeline:
-        """A pipeline reading a WebRTC track (WHIP)."""
+                       observer: PipelineObserver | None = None,
+                       audio: AudioDrain | None = None) -> StreamPipeline:
+        """A pipeline reading a WebRTC video track (WHIP), and its audio if it has one."""
         archive = self.archive_for(identity)
         recorder = FrameRecorder(archive, self.settings.archive) if archive else None
         listening = self.speech.listen()
 
         def make_source(picker: FramePicker, counters: ReadCounters) -> WebRtcSource:
-            return WebRtcSource(track, picker, counters, recorder, audio=audio_of(track),
+            return WebRtcSource(track, picker, counters, recorder, audio=audio,
                                 listener=listening)
 
         return self.pipeline_from(identity, make_source, observer, archive, listening)

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import secrets
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -100,16 +99,6 @@ class AudioDrain:
         feed = self.attach(None)
         if feed is not None:
             await feed.close()
-
-
-#: The first audio track of each answered session, by its video track: the pipeline is
-#: built from the video track alone (``Stages.track_pipeline``), and finds it here.
-_AUDIO_OF: weakref.WeakKeyDictionary[object, AudioDrain] = weakref.WeakKeyDictionary()
-
-
-def audio_of(video: object) -> AudioDrain | None:
-    """The audio drain of the session whose video track this is, if it has audio."""
-    return _AUDIO_OF.get(video)
 
 
 class _WebRtcAudioClock:
@@ -303,8 +292,6 @@ async def answer_offer(stream_id: str, sdp: str) -> tuple[WhipSession, str]:
         await _negotiate(pc, sdp)
         if not video.done():
             raise OfferNotNegotiable("the offer has no video track")
-        if session.audio:
-            _AUDIO_OF[video.result()] = session.audio[0]
         answered = True
     finally:
         if not answered:  # whatever went wrong, no peer connection is left open

@@ -14,6 +14,7 @@ from services.config import Settings, SourceSettings
 from services.errors import StreamWardenError
 from services.events import EventLog, Lifecycle
 from services.ingest.source import EndReason, SourceState, StateListener
+from services.ingest.webrtc import AudioDrain
 from services.pipeline.stream import (
     PipelineObserver,
     SampleResult,
@@ -67,7 +68,8 @@ class PipelineMaker(Protocol):
                  end_on_unpublish: bool = True) -> StreamPipeline: ...
 
     def track_pipeline(self, identity: StreamIdentity, track: MediaStreamTrack,
-                       observer: PipelineObserver | None = None) -> StreamPipeline: ...
+                       observer: PipelineObserver | None = None,
+                       audio: AudioDrain | None = None) -> StreamPipeline: ...
 
 
 class StreamSupervisor:
@@ -88,10 +90,11 @@ class StreamSupervisor:
             source_settings=source, end_on_unpublish=not retry_forever)
         return self._start(record, pipeline, holder)
 
-    def watch_track(self, record: StreamRecord, track: MediaStreamTrack) -> Watch:
+    def watch_track(self, record: StreamRecord, track: MediaStreamTrack,
+                    audio: AudioDrain | None = None) -> Watch:
         holder: dict[str, Watch] = {}
         pipeline = self.app.track_pipeline(self._identity(record), track,
-                                           self._observer(holder))
+                                           self._observer(holder), audio)
         watch = self._start(record, pipeline, holder)
         watch.state = "running"  # a WebRTC track is live once negotiated
         self._emit(watch, Lifecycle.STARTED)

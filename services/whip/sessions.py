@@ -52,7 +52,9 @@ class WhipSessions:
         try:
             self._check_free(stream_id)  # again: another offer may have won the await
             record = StreamRecord(stream_id, provider_id, host_id, "webrtc", "whip")
-            self.supervisor.watch_track(record, session.video.result())
+            # The first audio track, if any, is heard with the video (speech analyzer).
+            self.supervisor.watch_track(record, session.video.result(),
+                                        session.audio[0] if session.audio else None)
             self._records[stream_id] = record
         except BaseException:
             await session.close()  # never leave a peer connection open behind an error
