@@ -417,10 +417,12 @@ _HOLD_ERRORS = (*_JSON_BODY, 404, 503)
 _ARCHIVE_READ = ("moderator", "investigator", "admin")
 
 
-def operations() -> dict[str, dict[str, Any]]:
-    """path -> method -> operation, every route of a node with every role."""
-    platform, readers = ("platform", "admin"), ("platform", "moderator", "admin")
-    console = ("moderator", "admin")
+_PLATFORM, _READERS = ("platform", "admin"), ("platform", "moderator", "admin")
+_CONSOLE = ("moderator", "admin")
+
+
+def _probes_operations() -> dict[str, dict[str, Any]]:
+    """Health, readiness, metrics and the contract itself."""
     return {
         "/healthz": {"get": _op("healthz", "probes", "The process is alive", None,
                                 {200: _answer("alive", _json(_ref("Health")))})},
@@ -441,40 +443,52 @@ def operations() -> dict[str, dict[str, Any]]:
             "docsBundle", "docs", "Redoc's standalone bundle (vendored from npm)", None,
             {200: _answer("JavaScript", {"text/javascript": {"schema": {"type": "string"}}})},
             (404,), description="404 where `make deps` has not installed it.")},
+    }
+
+
+def _streams_operations() -> dict[str, dict[str, Any]]:
+    """Stream registrations and log intake."""
+    return {
         "/v1/streams": {
-            "post": _op("registerStream", "streams", "Register a pull URL", platform,
+            "post": _op("registerStream", "streams", "Register a pull URL", _PLATFORM,
                         {201: _answer("registered; state pending until a worker reports it",
                                       _json(_ref("StreamStatus")))},
                         (*_JSON_BODY, 403, 409, 503),
                         body=_json_body("StreamRegistration", EXAMPLES["registerStream"]),
                         description="403: the provider gate refused it (a refused event is "
                                     "raised); 409: the stream id is taken."),
-            "get": _op("listStreams", "streams", "Every registered stream", readers,
+            "get": _op("listStreams", "streams", "Every registered stream", _READERS,
                        {200: _answer("the streams", _json(_ref("StreamList")))}),
         },
         "/v1/streams/{stream_id}": {
             "parameters": [_STREAM],
-            "get": _op("getStream", "streams", "One stream's state", readers,
+            "get": _op("getStream", "streams", "One stream's state", _READERS,
                        {200: _answer("state, samples, drops, reconnects, last error, last "
                                      "flag, sampling interval, decision delay",
                                      _json(_ref("StreamStatus")))}, (400, 404)),
-            "delete": _op("deleteStream", "streams", "Stop watching, forget", platform,
+            "delete": _op("deleteStream", "streams", "Stop watching, forget", _PLATFORM,
                           {204: _answer("gone")}, (400, 404, 503)),
         },
         "/v1/logs": {"post": _op(
-            "postLogs", "logs", "User and chat log lines", platform,
+            "postLogs", "logs", "User and chat log lines", _PLATFORM,
             {202: _answer("the good lines are spooled; the rest are named",
                           _json(_ref("LogsAnswer"))),
              400: _answer("every line was rejected (LogsAnswer with error), or the body "
                           "itself was refused (Error)", _json(
                               {"anyOf": [_ref("LogsAnswer"), _ref("Error")]}))},
             (*_BODY, 503), body=_LOGS_BODY)},
+    }
+
+
+def _edge_operations() -> dict[str, dict[str, Any]]:
+    """Stream keys, the RTMP edge's callbacks, WHIP."""
+    return {
         "/v1/stream-keys": {"post": _op(
-            "issueStreamKey", "stream keys", "Issue an HMAC-signed stream key", platform,
+            "issueStreamKey", "stream keys", "Issue an HMAC-signed stream key", _PLATFORM,
             {201: _answer("the key and the URL to publish to", _json(_ref("StreamKey")))},
             _JSON_BODY, body=_json_body("StreamKeyRequest", EXAMPLES["issueStreamKey"]))},
         "/v1/stream-keys/{kid}": {"delete": _op(
-            "revokeStreamKey", "stream keys", "Revoke a key, on every API node", platform,
+            "revokeStreamKey", "stream keys", "Revoke a key, on every API node", _PLATFORM,
             {204: _answer("revoked")}, (400, 503),
             params=(_path("kid", "the key's id (key_id)", {"type": "string", "minLength": 1}),
                     ))},
@@ -490,7 +504,7 @@ def operations() -> dict[str, dict[str, Any]]:
             {200: _answer("the stream ended", _json(_ref("Ok")))},
             (*_BODY, 503), body=_FORM_BODY, via="edge")},
         "/v1/whip/{stream_id}": {"post": _op(
-            "whipOffer", "whip", "WHIP: an SDP offer in, the answer out", platform,
+            "whipOffer", "whip", "WHIP: an SDP offer in, the answer out", _PLATFORM,
             {201: _answer("the SDP answer", {"application/sdp": {"schema": {"type": "string"}}},
                           {"Location": {"description": "/v1/whip/{stream_id}/{session}: "
                                         "DELETE it to end the session",
@@ -506,10 +520,16 @@ def operations() -> dict[str, dict[str, Any]]:
                         "or host_id with the gate on; 422: no video, or no codec this service "
                         "decodes (VP8, H.264); 503: no ingest role on this node.")},
         "/v1/whip/{stream_id}/{session}": {"delete": _op(
-            "whipDelete", "whip", "End a WebRTC session (the stream ends)", platform,
+            "whipDelete", "whip", "End a WebRTC session (the stream ends)", _PLATFORM,
             {200: _answer("ended")}, (400, 404, 503),
             params=(_STREAM, _path("session", "the session of the Location header",
                                    {"type": "string", "minLength": 1})))},
+    }
+
+
+def _archive_operations() -> dict[str, dict[str, Any]]:
+    """Archived sessions, replay, legal holds."""
+    return {
         "/v1/archive/{provider_id}/{stream_id}/sessions": {"get": _op(
             "archiveSessions", "archive", "A stream's archived sessions", _ARCHIVE_READ,
             {200: _answer("segments, time range, complete, playlist path",
@@ -535,6 +555,12 @@ def operations() -> dict[str, dict[str, Any]]:
             "releaseHold", "archive", "Lift a legal hold", ("admin",),
             {200: _answer("released", _json(_ref("HoldAnswer")))}, _HOLD_ERRORS,
             body=_json_body("HoldRequest", EXAMPLES["placeHold"]))},
+    }
+
+
+def _providers_operations() -> dict[str, dict[str, Any]]:
+    """Providers, hosts and viewer reports."""
+    return {
         "/v1/providers": {
             "post": _op("registerProvider", "providers", "Register a provider", ("admin",),
                         {201: _answer("registered", _json(_ref("ProviderView")))},
@@ -558,21 +584,33 @@ def operations() -> dict[str, dict[str, Any]]:
                        body=_json_body("Provider", EXAMPLES["registerProvider"])),
         },
         "/v1/providers/{provider_id}/hosts": {"post": _op(
-            "putHost", "providers", "Mark a host real-name verified or blacklisted", platform,
+            "putHost", "providers", "Mark a host real-name verified or blacklisted", _PLATFORM,
             {201: _answer("the host", _json(_ref("HostAnswer")))}, (*_JSON_BODY, 404, 503),
             params=(_PROVIDER,), body=_json_body("Host", EXAMPLES["putHost"]))},
         "/v1/reports": {"post": _op(
-            "postReport", "moderation", "A viewer report", platform,
+            "postReport", "moderation", "A viewer report", _PLATFORM,
             {202: _answer("a report flag is raised; the stream is sampled faster",
                           _json(_ref("ReportAnswer")))}, (*_JSON_BODY, 404, 503),
             body=_json_body("Report", EXAMPLES["postReport"]),
             description="404: the stream is not registered.")},
+    }
+
+
+def _moderation_operations() -> dict[str, dict[str, Any]]:
+    """Moderator actions."""
+    return {
         "/v1/actions": {"post": _op(
-            "postAction", "moderation", "Act on a flag", console,
+            "postAction", "moderation", "Act on a flag", _CONSOLE,
             {201: _answer("recorded (actions topic, webhooks) and applied",
                           _json(_ref("Action")))}, (*_JSON_BODY, 404, 503),
             body=_json_body("ActionRequest", EXAMPLES["postAction"]),
             description="404: the flag is unknown or older than the console window.")},
+    }
+
+
+def _evidence_operations() -> dict[str, dict[str, Any]]:
+    """Evidence queries and exports."""
+    return {
         "/v1/evidence": {"get": _op(
             "findEvidence", "evidence", "Flags, snapshots, segments and log lines in a range",
             ("investigator", "admin"), {200: _answer("one page, ordered by time",
@@ -593,6 +631,12 @@ def operations() -> dict[str, dict[str, Any]]:
             {201: _answer("the bundle", _json(_ref("EvidenceExport")))},
             (*_JSON_BODY, 404, 503),
             body=_json_body("EvidenceExportRequest", EXAMPLES["exportEvidence"]))},
+    }
+
+
+def _console_operations() -> dict[str, dict[str, Any]]:
+    """The moderators' console."""
+    return {
         "/console": {"get": _op(
             "consoleQueue", "console", "The live queue page", None,
             {200: _html("the page"),
@@ -618,7 +662,7 @@ def operations() -> dict[str, dict[str, Any]]:
                                           "multipart/form-data")}}),
         },
         "/console/flags": {"get": _op(
-            "consoleFlags", "console", "The live queue as server-sent events", console,
+            "consoleFlags", "console", "The live queue as server-sent events", _CONSOLE,
             {200: _answer("text/event-stream: the newest 100 flags at once, then each new one; "
                           "`id:` the flag id, `data:` the Flag (flag-v1) as one JSON line with "
                           "`snapshot_url` (presigned) and `replay` (a console link) added; a "
@@ -627,10 +671,25 @@ def operations() -> dict[str, dict[str, Any]]:
             (503,), description="503: no flag feed on this node (the console needs the api "
                                 "role).")},
         "/console/replay": {"get": _op(
-            "consoleReplay", "console", "The replay page (hls.js, presigned playlist)", console,
+            "consoleReplay", "console", "The replay page (hls.js, presigned playlist)", _CONSOLE,
             {200: _html("the page")},
             params=(_query("playlist", "the archive playlist to play", {"type": "string"}),))},
     }
+
+
+def operations() -> dict[str, dict[str, Any]]:
+    """path -> method -> operation, every route of a node with every role."""
+    found: dict[str, dict[str, Any]] = {}
+    for group in (_probes_operations,
+                  _streams_operations,
+                  _edge_operations,
+                  _archive_operations,
+                  _providers_operations,
+                  _moderation_operations,
+                  _evidence_operations,
+                  _console_operations):
+        found.update(group())
+    return found
 
 
 def _webhooks() -> dict[str, Any]:
