@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from services.archive.store import ObjectStore
 from services.config import load_settings
@@ -45,13 +46,20 @@ def test_bad_lines_are_rejected_one_by_one_and_good_ones_kept() -> None:
     assert again[0]["id"] == valid[0]["id"]  # same line, same id
 
 
-async def _archived(store: ObjectStore, provider: str) -> list[str]:
-    ids = []
+async def _archived(store: ObjectStore, provider: str) -> list[tuple[str, int]]:
+    """(id, sequence number) of every archived line of the provider."""
+    found = []
     for key in await store.list_keys(f"logs/user/{provider}/"):
         if key.endswith(".jsonl.gz"):
             for raw in gzip.decompress(await store.get(key)).splitlines():
-                ids.append(json.loads(raw)["id"])
-    return ids
+                line = json.loads(raw)
+                found.append((line["id"], line["payload"]["seq"]))
+    return found
+
+
+def _missing(found: list[tuple[str, int]]) -> list[int]:
+    expected = {*range(0, 6000), *range(10000, 14000)}
+    return sorted(expected - {seq for _, seq in found})
 
 
 def _numbered(n: int, provider: str) -> str:
@@ -67,9 +75,19 @@ async def _post(service: RunningService, first: int, count: int, provider: str) 
 
 
 async def _produce(producer: AIOKafkaProducer, first: int, count: int, provider: str) -> None:
-    for n in range(first, first + count):
-        await producer.send(TOPIC, _numbered(n, provider).encode(), key=provider.encode())
+    """Like a platform writing to the topic itself: every line acknowledged, a send that
+    failed (the broker was just back) sent again, so the service is judged on lines the
+    broker really has."""
+    pending = {n: await producer.send(TOPIC, _numbered(n, provider).encode(),
+                                      key=provider.encode())
+               for n in range(first, first + count)}
     await producer.flush()
+    for n, sent in pending.items():
+        try:
+            await sent
+        except KafkaError:
+            await producer.send_and_wait(TOPIC, _numbered(n, provider).encode(),
+                                         key=provider.encode())
 
 
 @pytest.mark.e2e
@@ -104,19 +122,22 @@ async def test_ten_thousand_lines_survive_outage_and_archiver_restart(
             await _post(service, 5000, 1000, provider)
             await _produce(producer, 13000, 1000, provider)
             store = ObjectStore(load_settings().s3)
-            ids: list[str] = []
+            found: list[tuple[str, int]] = []
             try:
                 # A rejoin after SIGKILL plus 10,000 lines through S3: minutes on a
                 # loaded 2-core machine late in the suite.
                 async with asyncio.timeout(180):  # S3 offers no event to wait on: poll it
-                    while len(ids := await _archived(store, provider)) < 10_000:  # noqa: ASYNC110
+                    while len(found := await _archived(store, provider)) < 10_000:  # noqa: ASYNC110
                         await asyncio.sleep(1)
             except TimeoutError:
-                raise AssertionError(f"{len(ids)} of 10,000 lines archived, "
-                                     f"{len(set(ids))} distinct") from None
+                missing = _missing(found)
+                raise AssertionError(
+                    f"{len(found)} of 10,000 lines archived, {len(set(found))} distinct; "
+                    f"missing {len(missing)}: {missing[:10]}...{missing[-10:]}") from None
         finally:
             await producer.stop()
             if service.process.poll() is None:
                 await asyncio.to_thread(service.stop)
-        assert len(ids) == 10_000
+        ids = [line_id for line_id, _ in found]
+        assert len(ids) == 10_000 and not _missing(found)
         assert len(set(ids)) == 10_000
