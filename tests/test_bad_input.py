@@ -107,8 +107,10 @@ async def test_stalled_publisher_is_retried_then_reported(stack_env: dict[str, s
     try:
         assert process.stdout is not None
         async with asyncio.timeout(30):
-            while not (await process.stdout.readline()).startswith(b"sample "):
-                pass
+            while not (line := await process.stdout.readline()).startswith(b"sample "):
+                if not line:  # ended before its first sample (EOF): say why, do not spin
+                    _, err = await process.communicate()
+                    raise AssertionError(f"run ended before a sample: {err.decode()[-2000:]}")
         publisher.send_signal(signal.SIGSTOP)  # connected, but sends nothing
         async with asyncio.timeout(40):
             _, err = await process.communicate()

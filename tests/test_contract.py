@@ -34,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from services.api.auth import ROLES
+from tests.helpers import unique
 from tests.service_helpers import RunningService, start_service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -64,7 +65,13 @@ def _text(context: Any, value: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def service(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[RunningService]:
-    running = start_service(stack_env, tmp_path_factory.mktemp("contract"))
+    # Its own log topics and archiver groups: the thousands of generated log lines must
+    # not stay behind on the shared default topics for later tests' archivers.
+    running = start_service(stack_env, tmp_path_factory.mktemp("contract"),
+                            STREAMWARDEN_LOGS__TOPIC=unique("userlogs"),
+                            STREAMWARDEN_LOGS__GROUP_ID=unique("log-archiver"),
+                            STREAMWARDEN_LOGS__ACCESS_TOPIC=unique("accesslog"),
+                            STREAMWARDEN_LOGS__ACCESS_GROUP_ID=unique("access-archiver"))
     try:
         yield running
     finally:

@@ -7,6 +7,7 @@ import asyncio
 import gzip
 import json
 import signal
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +22,10 @@ from tests.helpers import broker_behind_proxy, unique
 from tests.service_helpers import RunningService, request, start_service
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-TOPIC = "streamwarden.userlogs"
+#: Its own log topic and archiver group: lines other tests left on the shared default
+#: topic (the contract tests post thousands) must not be archived ahead of this test's.
+TOPIC = f"userlogs-{uuid.uuid4().hex[:8]}"
+GROUP = f"log-archiver-{uuid.uuid4().hex[:8]}"
 
 
 def _line(n: int, provider: str = "prov-log", **extra: object) -> dict[str, object]:
@@ -100,7 +104,8 @@ async def test_ten_thousand_lines_survive_outage_and_archiver_restart(
         bootstrap = f"127.0.0.1:{kafka.port}"
         env = {**settings_env, "STREAMWARDEN_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
                "STREAMWARDEN_KAFKA__REQUEST_TIMEOUT_S": "3",
-               "STREAMWARDEN_LOGS__BATCH_SECONDS": "1", "STREAMWARDEN_LOGS__BATCH_LINES": "700"}
+               "STREAMWARDEN_LOGS__BATCH_SECONDS": "1", "STREAMWARDEN_LOGS__BATCH_LINES": "700",
+               "STREAMWARDEN_LOGS__TOPIC": TOPIC, "STREAMWARDEN_LOGS__GROUP_ID": GROUP}
         state = tmp_path / "svc"
         # In a thread: the proxy lives on this event loop and must keep serving.
         service = await asyncio.to_thread(start_service, env, state)
